@@ -1,0 +1,357 @@
+/* store/check.c - walking and verifying a committed tree: the rebuild of the allocator from the index
+ * after an unclean shutdown, and ms_check, which names every problem in a store file.
+ *
+ * The walk is bounded on hostile input: depth by the hash width, and the number of blocks visited by
+ * what the heap can hold, so a file whose nodes share or loop cannot make it run away.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+struct walk {
+	const struct ictx *c;
+	uint64_t seed;
+	bool verify_objects;
+	index_visit_fn fn;
+	void *ctx;
+	uint64_t visits, max_visits;
+	/* Where the first problem is, or (with report) every problem, walk on. */
+	uint64_t bad_off;
+	const char *why;
+	void (*report)(void *rctx, uint64_t off, const char *why);
+	void *rctx;
+	uint64_t problems;
+};
+
+static int walk_fail(struct walk *w, uint64_t off, const char *why)
+{
+	if (!w->bad_off && !w->why) {
+		w->bad_off = off;
+		w->why = why;
+	}
+	w->problems++;
+	if (w->report) {
+		w->report(w->rctx, off, why);
+		return 0; /* go on with the siblings */
+	}
+	return MS_ECORRUPT;
+}
+
+/* An object's bounds and header, and its checksum only when asked (a rebuild after a synced commit
+ * need not read every value). */
+static int obj_at(struct walk *w, uint64_t e, const struct disk_obj **out)
+{
+	if (w->verify_objects)
+		return index_obj(w->c, e, out);
+	if (e & 0xf)
+		return MS_ECORRUPT;
+	const struct disk_obj *o = map_ptr(w->c, ent_off(e), sizeof *o);
+	if (!o || o->klen == 0 || obj_flags(o) || !map_ptr(w->c, ent_off(e), obj_size(o->klen, obj_vlen(o))))
+		return MS_ECORRUPT;
+	*out = o;
+	return 0;
+}
+
+static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefix)
+{
+	const struct disk_node *nd;
+	unsigned n;
+	if (++w->visits > w->max_visits)
+		return walk_fail(w, ent_off(ent), "the index reaches more blocks than the heap can hold (shared nodes)"),
+		       MS_ECORRUPT;
+	if (index_node(w->c, ent, depth, &nd, &n))
+		return walk_fail(w, ent_off(ent), "index node fails its checksum or bounds check");
+	int rc = w->fn(w->ctx, ent_off(ent), node_size(n), 1, NULL);
+	if (rc)
+		return rc;
+	uint32_t bits = depth < MS_MAX_DEPTH ? nd->bitmap : 0;
+	if (depth == MS_MAX_DEPTH - 1 && (bits >> 16))
+		return walk_fail(w, ent_off(ent), "index node uses hash bits that do not exist");
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t e = nd->slot[i];
+		uint64_t p = prefix;
+		unsigned shift = depth * MS_FANOUT_BITS;
+		if (depth < MS_MAX_DEPTH) {
+			unsigned b = (unsigned)__builtin_ctz(bits);
+			bits &= bits - 1;
+			p |= (uint64_t)b << shift;
+		}
+		if (ent_is_node(e)) {
+			if (depth == MS_MAX_DEPTH) {
+				if ((rc = walk_fail(w, ent_off(ent), "collision list holds an index node")))
+					return rc;
+				continue;
+			}
+			if ((rc = walk_rec(w, e, depth + 1, p)))
+				return rc;
+			continue;
+		}
+		if (++w->visits > w->max_visits)
+			return walk_fail(w, ent_off(e), "the index reaches more blocks than the heap can hold"), MS_ECORRUPT;
+		const struct disk_obj *o;
+		if (obj_at(w, e, &o)) {
+			if ((rc = walk_fail(w, ent_off(e), w->verify_objects ? "object fails its checksum or bounds check"
+			                                                      : "object header out of bounds")))
+				return rc;
+			continue;
+		}
+		if (w->verify_objects) {
+			uint64_t h = key_hash(w->seed, o + 1, o->klen);
+			unsigned used = (depth + 1) * MS_FANOUT_BITS;
+			uint64_t mask = used >= 64 ? ~0ull : (1ull << used) - 1;
+			if ((h & mask) != (p & mask) || (uint16_t)(h >> 48) != ent_fp(e)) {
+				if ((rc = walk_fail(w, ent_off(e), "object is filed under the wrong hash")))
+					return rc;
+				continue;
+			}
+		}
+		if ((rc = w->fn(w->ctx, ent_off(e), obj_size(o->klen, obj_vlen(o)), 0, o)))
+			return rc;
+	}
+	return 0;
+}
+
+int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects, index_visit_fn fn,
+               void *ctx, uint64_t *bad_off, const char **why)
+{
+	struct walk w = { .c = c, .seed = seed, .verify_objects = verify_objects, .fn = fn, .ctx = ctx };
+	w.max_visits = (c->heap_end - MS_HEAP_START) / MS_ALIGN + 1;
+	if (!root)
+		return 0;
+	int rc = walk_rec(&w, root, 0, 0);
+	if (rc && bad_off)
+		*bad_off = w.bad_off;
+	if (rc && why)
+		*why = w.why;
+	return rc;
+}
+
+static int collect(void *ctx, uint64_t off, uint64_t size, int is_node, const struct disk_obj *o)
+{
+	struct rebuild *rb = ctx;
+	if (rb->n == rb->cap) {
+		size_t ncap = rb->cap ? rb->cap * 2 : 1024;
+		struct alloc_block *v = realloc(rb->blocks, ncap * sizeof *v);
+		if (!v)
+			return MS_ENOMEM;
+		rb->blocks = v;
+		rb->cap = ncap;
+	}
+	rb->blocks[rb->n].off = off;
+	rb->blocks[rb->n].size = size;
+	rb->n++;
+	if (is_node) {
+		rb->node_bytes += alloc_round(size);
+	} else {
+		rb->objects++;
+		rb->live_bytes += o->klen + obj_vlen(o);
+		rb->obj_bytes += alloc_round(size);
+	}
+	return 0;
+}
+
+int rebuild_collect(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
+                    struct rebuild *rb, uint64_t *bad_off, const char **why)
+{
+	return index_walk(c, root, seed, verify_objects, collect, rb, bad_off, why);
+}
+
+/* ---- ms_check ---- */
+
+struct checker {
+	ms_check_fn fn;
+	void *ctx;
+	uint64_t problems;
+};
+
+static void problem(struct checker *ck, uint64_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void problem(struct checker *ck, uint64_t off, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	ck->problems++;
+	if (ck->fn)
+		ck->fn(ck->ctx, off, msg);
+}
+
+static void report_walk(void *rctx, uint64_t off, const char *why) { problem(rctx, off, "%s", why); }
+
+static int cmp_block(const void *a, const void *b)
+{
+	const struct alloc_block *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Verify the tree of one meta: every node and object, totals, overlaps, and that the blocks form a
+ * heap the allocator accepts (used + free + slack == heap). */
+static void check_tree(struct checker *ck, const uint8_t *base, const struct disk_meta *m, ms_check_stats *cs)
+{
+	struct ictx c = { (uint8_t *)base, m->heap_end, NULL };
+	struct rebuild rb;
+	memset(&rb, 0, sizeof rb);
+	struct walk w = { .c = &c, .seed = m->hash_seed, .verify_objects = true, .fn = collect, .ctx = &rb,
+	                  .report = report_walk, .rctx = ck };
+	w.max_visits = (m->heap_end - MS_HEAP_START) / MS_ALIGN + 1;
+	int rc = m->root ? walk_rec(&w, m->root, 0, 0) : 0;
+	if (rc == MS_ENOMEM)
+		problem(ck, 0, "out of memory while checking");
+	cs->objects = rb.objects;
+	cs->live_bytes = rb.live_bytes;
+	cs->used_bytes = rb.obj_bytes + rb.node_bytes;
+	if (w.problems == 0 && rc == 0) {
+		if (rb.objects != m->objects)
+			problem(ck, 0, "meta counts %llu objects, the index holds %llu",
+			        (unsigned long long)m->objects, (unsigned long long)rb.objects);
+		if (rb.live_bytes != m->live_bytes)
+			problem(ck, 0, "meta counts %llu live bytes, the index holds %llu",
+			        (unsigned long long)m->live_bytes, (unsigned long long)rb.live_bytes);
+		if (rb.obj_bytes != m->obj_bytes || rb.node_bytes != m->node_bytes)
+			problem(ck, 0, "meta's space totals (%llu object, %llu index bytes) disagree with the index (%llu, %llu)",
+			        (unsigned long long)m->obj_bytes, (unsigned long long)m->node_bytes,
+			        (unsigned long long)rb.obj_bytes, (unsigned long long)rb.node_bytes);
+	}
+	cs->nodes = rb.n - rb.objects;
+	qsort(rb.blocks, rb.n, sizeof *rb.blocks, cmp_block);
+	size_t overlaps = 0;
+	for (size_t i = 1; i < rb.n; i++) {
+		const struct alloc_block *p = &rb.blocks[i - 1], *q = &rb.blocks[i];
+		if (q->off < p->off + p->size) {
+			if (overlaps++ < 16)
+				problem(ck, q->off, "block overlaps the block at %llu", (unsigned long long)p->off);
+		}
+	}
+	if (overlaps > 16)
+		problem(ck, 0, "%zu more overlapping blocks", overlaps - 16);
+	if (w.problems == 0 && overlaps == 0) {
+		struct alloc *a = NULL;
+		int ar = alloc_rebuild(MS_HEAP_START, m->heap_end, rb.blocks, rb.n, &a);
+		if (ar) {
+			problem(ck, 0, "the index's blocks do not form a valid heap (allocator code %d)", ar);
+		} else {
+			struct alloc_stats st;
+			alloc_stats(a, &st);
+			cs->free_bytes = st.free_bytes;
+			if (alloc_check(a) || st.used_bytes + st.free_bytes + st.run_slack != st.region_bytes)
+				problem(ck, 0, "used (%llu) + free (%llu) + slack (%llu) bytes do not add up to the heap (%llu)",
+				        (unsigned long long)st.used_bytes, (unsigned long long)st.free_bytes,
+				        (unsigned long long)st.run_slack, (unsigned long long)st.region_bytes);
+			if (m->ckpt_off && m->ckpt_txnid == m->txnid) {
+				const uint8_t *blob = base + m->ckpt_off;
+				uint64_t blen = 0;
+				if (m->ckpt_len > 8)
+					memcpy(&blen, blob, 8);
+				struct alloc *ca = NULL;
+				if (m->ckpt_len <= 8 || blen > m->ckpt_len - 8 ||
+				    XXH3_64bits_withSeed(blob, m->ckpt_len, MS_SEED_CKPT) != m->ckpt_hash) {
+					problem(ck, m->ckpt_off, "allocator checkpoint fails its checksum");
+				} else if (alloc_import(blob + 8, (size_t)blen, &ca)) {
+					problem(ck, m->ckpt_off, "allocator checkpoint cannot be loaded");
+				} else {
+					struct alloc_stats cst;
+					alloc_stats(ca, &cst);
+					if (cst.used_bytes != st.used_bytes + alloc_round(m->ckpt_len) ||
+					    cst.region_bytes != st.region_bytes)
+						problem(ck, m->ckpt_off, "allocator checkpoint disagrees with the index");
+					alloc_destroy(ca);
+				}
+			}
+			alloc_destroy(a);
+		}
+	}
+	free(rb.blocks);
+}
+
+int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
+{
+	ms_check_stats cs;
+	memset(&cs, 0, sizeof cs);
+	if (!path)
+		return err_set(MS_EINVAL, "ms_check: NULL path");
+	struct checker ck = { fn, ctx, 0 };
+	int fd = ms_sys.open(path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return err_errno(err_from_errno(errno) == MS_EINVAL ? MS_EINVAL : MS_EIO, errno, "open %s", path);
+	int rc = 0;
+	void *map = MAP_FAILED;
+	struct stat sb;
+	if (fstat(fd, &sb)) {
+		rc = err_errno(MS_EIO, errno, "stat %s", path);
+		goto out;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = err_set(MS_EINVAL, "check %s: not a regular file", path);
+		goto out;
+	}
+	if (flock(fd, LOCK_SH | LOCK_NB)) {
+		rc = err_set(MS_EBUSY, "check %s: the store is open for writing by another process", path);
+		goto out;
+	}
+	uint64_t size = (uint64_t)sb.st_size;
+	if (size < MS_HEAP_START) {
+		problem(&ck, 0, "file is %llu bytes, too short to be a store", (unsigned long long)size);
+		goto done;
+	}
+	struct disk_meta m[2];
+	int mrc[2];
+	const char *why[2] = { NULL, NULL };
+	for (int i = 0; i < 2; i++) {
+		if (sys_pread_full(fd, &m[i], sizeof m[i], (uint64_t)i * MS_PAGE)) {
+			rc = err_errno(MS_EIO, errno, "read %s", path);
+			goto out;
+		}
+		mrc[i] = meta_check(&m[i], size, &why[i]);
+		if (mrc[i] == 0 && m[i].txnid % 2 != (uint64_t)i)
+			mrc[i] = MS_ECORRUPT, why[i] = "transaction id in the wrong meta page";
+	}
+	if (mrc[0] == MS_EVERSION || mrc[1] == MS_EVERSION) {
+		rc = err_set(MS_EVERSION, "check %s: format newer than this library", path);
+		goto out;
+	}
+	if (mrc[0] && mrc[1]) {
+		problem(&ck, 0, "meta page 0: %s", why[0]);
+		problem(&ck, MS_PAGE, "meta page 1: %s", why[1]);
+		goto done;
+	}
+	int newest = mrc[0] ? 1 : mrc[1] ? 0 : (m[0].txnid > m[1].txnid ? 0 : 1);
+	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		rc = err_errno(MS_ENOMEM, errno, "mmap %s", path);
+		goto out;
+	}
+	cs.txn_id = m[newest].txnid;
+	check_tree(&ck, map, &m[newest], &cs);
+	if (ck.problems && mrc[1 - newest] == 0) {
+		/* Say whether the store still opens, at the commit before. */
+		struct checker quiet = { NULL, NULL, 0 };
+		ms_check_stats older;
+		memset(&older, 0, sizeof older);
+		check_tree(&quiet, map, &m[1 - newest], &older);
+		if (quiet.problems == 0)
+			problem(&ck, (uint64_t)(1 - newest) * MS_PAGE,
+			        "commit %llu is damaged; the previous commit %llu is intact and is what opens",
+			        (unsigned long long)m[newest].txnid, (unsigned long long)m[1 - newest].txnid);
+	}
+done:
+	cs.problems = ck.problems;
+	if (ck.problems)
+		rc = err_set(MS_ECORRUPT, "check %s: %llu problem%s found", path, (unsigned long long)ck.problems,
+		             ck.problems == 1 ? "" : "s");
+out:
+	if (map != MAP_FAILED)
+		munmap(map, (size_t)sb.st_size);
+	ms_sys.close(fd);
+	if (stats)
+		*stats = cs;
+	return rc;
+}

@@ -1,0 +1,59 @@
+/* store/format.c - checksums of meta pages, nodes and objects, and validation of a meta page read
+ * from the file (I1 in format.h). */
+#include <xxhash.h>
+
+#include "internal.h"
+
+uint64_t meta_hash(const struct disk_meta *m)
+{
+	return XXH3_64bits_withSeed(m, __builtin_offsetof(struct disk_meta, hash), MS_SEED_META);
+}
+
+int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
+{
+	if (m->magic != MS_MAGIC)
+		return *why = "bad magic (not an mstore file)", MS_ECORRUPT;
+	if (m->version > MS_FORMAT_VERSION)
+		return *why = "format version newer than this library", MS_EVERSION;
+	if (m->version == 0)
+		return *why = "format version 0", MS_ECORRUPT;
+	if (meta_hash(m) != m->hash)
+		return *why = "meta page checksum mismatch", MS_ECORRUPT;
+	if (m->page_size != MS_PAGE)
+		return *why = "unsupported page size", MS_ECORRUPT;
+	if (m->heap_end < MS_HEAP_START || (m->heap_end & (MS_ALIGN - 1)) || m->heap_end >= MS_OFF_LIMIT)
+		return *why = "heap end out of range", MS_ECORRUPT;
+	if (m->heap_end > file_size)
+		return *why = "file is shorter than its heap (truncated)", MS_ECORRUPT;
+	if (m->root && (!ent_is_node(m->root) || (m->root & 0xe) || m->root >> 48 ||
+	                ent_off(m->root) < MS_HEAP_START || ent_off(m->root) >= m->heap_end))
+		return *why = "root offset out of range", MS_ECORRUPT;
+	if (m->ckpt_off && (m->ckpt_off < MS_HEAP_START || (m->ckpt_off & (MS_ALIGN - 1)) ||
+	                    m->ckpt_off > m->heap_end || m->ckpt_len > m->heap_end - m->ckpt_off))
+		return *why = "allocator checkpoint out of range", MS_ECORRUPT;
+	if (m->flags & ~MS_META_NOSYNC)
+		return *why = "unknown meta flags", MS_ECORRUPT;
+	if (m->obj_bytes + m->node_bytes > m->heap_end - MS_HEAP_START || m->live_bytes > m->obj_bytes)
+		return *why = "space totals exceed the heap", MS_ECORRUPT;
+	return 0;
+}
+
+uint64_t key_hash(uint64_t seed, const void *key, size_t klen)
+{
+	return XXH3_64bits_withSeed(key, klen, seed);
+}
+
+static inline uint64_t obj_seed(const struct disk_obj *o)
+{
+	return o->vlen_flags ^ ((uint64_t)o->klen * 0x9e3779b97f4a7c15ull);
+}
+
+uint32_t obj_hash(const struct disk_obj *o)
+{
+	return (uint32_t)XXH3_64bits_withSeed(o + 1, o->klen + obj_vlen(o), obj_seed(o));
+}
+
+uint32_t node_hash(const struct disk_node *n, unsigned nslots)
+{
+	return (uint32_t)XXH3_64bits_withSeed(&n->bitmap, 4 + 8ull * nslots, MS_SEED_NODE);
+}

@@ -1,0 +1,480 @@
+/* store/index.c - the index: a copy-on-write hash array mapped trie from key hash to object.
+ *
+ * Each node consumes 5 bits of the key's 64-bit hash (format.h); a lookup follows one node per level
+ * and verifies each node's checksum and then the object's, so a read never returns a wrong value.
+ * Changes copy the path from the root (snapshots for free); nodes this transaction already copied
+ * ("fresh" blocks) are changed in place. An operation allocates everything it needs before it
+ * changes anything, so a failure (MS_ENOSPC) leaves the transaction exactly as it was.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static inline unsigned chunk(uint64_t h, unsigned depth)
+{
+	return (unsigned)(h >> (depth * MS_FANOUT_BITS)) & (MS_FANOUT - 1);
+}
+
+static inline bool is_fresh(const struct ictx *c, ms_off off)
+{
+	return c->fresh && table_get(c->fresh, off) != NULL;
+}
+
+#define MAX_COLLISIONS 65536u
+
+int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
+               unsigned *nslots)
+{
+	if (MS_UNLIKELY(!ent_is_node(ent) || (ent & 0xe) || (ent >> 48) || depth > MS_MAX_DEPTH))
+		return MS_ECORRUPT;
+	ms_off off = ent_off(ent);
+	const struct disk_node *nd = map_ptr(c, off, sizeof *nd);
+	if (MS_UNLIKELY(!nd))
+		return MS_ECORRUPT;
+	unsigned n;
+	if (MS_LIKELY(depth < MS_MAX_DEPTH)) {
+		n = (unsigned)__builtin_popcount(nd->bitmap);
+		if (MS_UNLIKELY(n == 0))
+			return MS_ECORRUPT;
+	} else {
+		n = nd->bitmap;
+		if (MS_UNLIKELY(n == 0 || n > MAX_COLLISIONS))
+			return MS_ECORRUPT;
+	}
+	if (MS_UNLIKELY(!map_ptr(c, off, node_size(n))))
+		return MS_ECORRUPT;
+	if (!is_fresh(c, off) && MS_UNLIKELY(node_hash(nd, n) != nd->hash))
+		return MS_ECORRUPT;
+	*out = nd;
+	*nslots = n;
+	return 0;
+}
+
+int index_obj(const struct ictx *c, uint64_t ent, const struct disk_obj **out)
+{
+	if (MS_UNLIKELY(ent & 0xf))
+		return MS_ECORRUPT;
+	ms_off off = ent_off(ent);
+	const struct disk_obj *o = map_ptr(c, off, sizeof *o);
+	if (MS_UNLIKELY(!o || o->klen == 0 || obj_flags(o) != 0))
+		return MS_ECORRUPT;
+	if (MS_UNLIKELY(!map_ptr(c, off, obj_size(o->klen, obj_vlen(o)))))
+		return MS_ECORRUPT;
+	if (!is_fresh(c, off) && MS_UNLIKELY(obj_hash(o) != o->hash))
+		return MS_ECORRUPT;
+	*out = o;
+	return 0;
+}
+
+static inline bool obj_key_is(const struct disk_obj *o, const void *key, size_t klen)
+{
+	return o->klen == klen && memcmp(o + 1, key, klen) == 0;
+}
+
+/* Does entry e (an object entry) hold key? Verifies the object when its filter bits match. */
+static int entry_match(const struct ictx *c, uint64_t e, uint64_t h, const void *key, size_t klen,
+                       const struct disk_obj **out)
+{
+	if (ent_fp(e) != (uint16_t)(h >> 48))
+		return MS_NOTFOUND;
+	const struct disk_obj *o;
+	int rc = index_obj(c, e, &o);
+	if (rc)
+		return rc;
+	if (!obj_key_is(o, key, klen))
+		return MS_NOTFOUND;
+	*out = o;
+	return 0;
+}
+
+int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, size_t klen,
+              const struct disk_obj **out)
+{
+	uint64_t ent = root;
+	if (!ent)
+		return MS_NOTFOUND;
+	for (unsigned depth = 0;; depth++) {
+		const struct disk_node *nd;
+		unsigned n;
+		int rc = index_node(c, ent, depth, &nd, &n);
+		if (rc)
+			return rc;
+		if (MS_UNLIKELY(depth == MS_MAX_DEPTH)) {
+			for (unsigned i = 0; i < n; i++) {
+				if (ent_is_node(nd->slot[i]))
+					return MS_ECORRUPT;
+				rc = entry_match(c, nd->slot[i], h, key, klen, out);
+				if (rc != MS_NOTFOUND)
+					return rc;
+			}
+			return MS_NOTFOUND;
+		}
+		uint32_t bit = 1u << chunk(h, depth);
+		if (!(nd->bitmap & bit))
+			return MS_NOTFOUND;
+		ent = nd->slot[__builtin_popcount(nd->bitmap & (bit - 1))];
+		if (!ent_is_node(ent))
+			return entry_match(c, ent, h, key, klen, out);
+	}
+}
+
+/* ---- changes ---- */
+
+#define OP_MAX_BLOCKS (3 * (MS_MAX_DEPTH + 2))
+
+/* One put or delete: the blocks it allocated (undone on failure) and the blocks it replaced
+ * (released only on success). */
+struct op {
+	struct ms_txn *t;
+	struct ictx c;
+	const void *key;
+	size_t klen;
+	uint64_t h;
+	unsigned n_new, n_old;
+	struct alloc_block newb[OP_MAX_BLOCKS];
+	struct alloc_block oldb[OP_MAX_BLOCKS];
+	int64_t d_obj_bytes, d_node_bytes;
+};
+
+static int op_alloc(struct op *op, uint64_t size, int kind, ms_off *off)
+{
+	if (NEVER(op->n_new == OP_MAX_BLOCKS))
+		return MS_ECORRUPT;
+	int rc = txn_alloc(op->t, size, kind, off);
+	if (rc)
+		return rc;
+	op->newb[op->n_new].off = *off;
+	op->newb[op->n_new].size = size;
+	op->n_new++;
+	op->c = ictx_of(op->t); /* growth may have moved the mapping and the heap end */
+	int64_t r = (int64_t)alloc_round(size);
+	if (kind == FRESH_NODE)
+		op->d_node_bytes += r;
+	else
+		op->d_obj_bytes += r;
+	return 0;
+}
+
+static int op_retire(struct op *op, ms_off off, uint64_t size, bool node)
+{
+	if (NEVER(op->n_old == OP_MAX_BLOCKS))
+		return MS_ECORRUPT;
+	op->oldb[op->n_old].off = off;
+	op->oldb[op->n_old].size = size;
+	op->n_old++;
+	int64_t r = (int64_t)alloc_round(size);
+	if (node)
+		op->d_node_bytes -= r;
+	else
+		op->d_obj_bytes -= r;
+	return 0;
+}
+
+static void op_fail(struct op *op)
+{
+	for (unsigned i = op->n_new; i-- > 0;)
+		txn_release(op->t, op->newb[i].off, op->newb[i].size);
+	op->n_new = 0;
+}
+
+static void op_done(struct op *op)
+{
+	for (unsigned i = 0; i < op->n_old; i++)
+		txn_release(op->t, op->oldb[i].off, op->oldb[i].size);
+	op->t->snap.obj_bytes = (uint64_t)((int64_t)op->t->snap.obj_bytes + op->d_obj_bytes);
+	op->t->snap.node_bytes = (uint64_t)((int64_t)op->t->snap.node_bytes + op->d_node_bytes);
+	op->t->gen++;
+}
+
+static inline struct disk_node *wnode(struct op *op, ms_off off)
+{
+	return (struct disk_node *)(op->t->base + off);
+}
+
+/* A new node with n slots; the caller fills bitmap and slots. */
+static int new_node(struct op *op, unsigned n, struct disk_node **nd, ms_off *off)
+{
+	int rc = op_alloc(op, node_size(n), FRESH_NODE, off);
+	if (rc)
+		return rc;
+	*nd = wnode(op, *off);
+	return 0;
+}
+
+/* Replace slot `pos` of node ent (n slots) with e: in place when the node is fresh, else a copy. */
+static int set_slot(struct op *op, uint64_t ent, const struct disk_node *nd, unsigned n, unsigned pos,
+                    uint64_t e, uint64_t *out)
+{
+	ms_off off = ent_off(ent);
+	if (is_fresh(&op->c, off)) {
+		wnode(op, off)->slot[pos] = e;
+		*out = ent;
+		return 0;
+	}
+	struct disk_node *nn;
+	ms_off noff;
+	int rc = new_node(op, n, &nn, &noff);
+	if (rc)
+		return rc;
+	nn->bitmap = nd->bitmap;
+	memcpy(nn->slot, nd->slot, 8ull * n);
+	nn->slot[pos] = e;
+	*out = ent_node(noff);
+	return op_retire(op, off, node_size(n), true);
+}
+
+/* A copy of node ent with a slot inserted at pos (bitmap becomes `bitmap`), or removed (e == 0). */
+static int resize_node(struct op *op, uint64_t ent, const struct disk_node *nd, unsigned n, unsigned pos,
+                       uint32_t bitmap, uint64_t e, bool insert, uint64_t *out)
+{
+	unsigned nn_slots = insert ? n + 1 : n - 1;
+	struct disk_node *nn;
+	ms_off noff;
+	int rc = new_node(op, nn_slots, &nn, &noff);
+	if (rc)
+		return rc;
+	nn->bitmap = bitmap;
+	memcpy(nn->slot, nd->slot, 8ull * pos);
+	if (insert) {
+		nn->slot[pos] = e;
+		memcpy(nn->slot + pos + 1, nd->slot + pos, 8ull * (n - pos));
+	} else {
+		memcpy(nn->slot + pos, nd->slot + pos + 1, 8ull * (n - pos - 1));
+	}
+	*out = ent_node(noff);
+	return op_retire(op, ent_off(ent), node_size(n), true);
+}
+
+/* The subtree holding two objects whose hashes agree on every level above depth. */
+static int make_pair(struct op *op, unsigned depth, uint64_t e1, uint64_t h1, uint64_t e2, uint64_t h2,
+                     uint64_t *out)
+{
+	struct disk_node *nd;
+	ms_off off;
+	int rc;
+	if (depth == MS_MAX_DEPTH) {
+		if ((rc = new_node(op, 2, &nd, &off)))
+			return rc;
+		nd->bitmap = 2;
+		nd->slot[0] = e1;
+		nd->slot[1] = e2;
+		*out = ent_node(off);
+		return 0;
+	}
+	unsigned c1 = chunk(h1, depth), c2 = chunk(h2, depth);
+	if (c1 == c2) {
+		uint64_t sub;
+		if ((rc = make_pair(op, depth + 1, e1, h1, e2, h2, &sub)))
+			return rc;
+		if ((rc = new_node(op, 1, &nd, &off)))
+			return rc;
+		nd->bitmap = 1u << c1;
+		nd->slot[0] = sub;
+	} else {
+		if ((rc = new_node(op, 2, &nd, &off)))
+			return rc;
+		nd->bitmap = (1u << c1) | (1u << c2);
+		nd->slot[c1 < c2 ? 0 : 1] = e1;
+		nd->slot[c1 < c2 ? 1 : 0] = e2;
+	}
+	*out = ent_node(off);
+	return 0;
+}
+
+/* The object an operation replaced or removed: its entry (offset) and header. */
+struct found {
+	uint64_t ent;
+	const struct disk_obj *o;
+};
+
+static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent, uint64_t *out,
+                   struct found *old)
+{
+	const struct disk_node *nd;
+	unsigned n;
+	int rc = index_node(&op->c, ent, depth, &nd, &n);
+	if (rc)
+		return rc;
+	if (depth == MS_MAX_DEPTH) {
+		for (unsigned i = 0; i < n; i++) {
+			if (ent_is_node(nd->slot[i]))
+				return MS_ECORRUPT;
+			rc = entry_match(&op->c, nd->slot[i], op->h, op->key, op->klen, &old->o);
+			if (rc == 0) {
+				old->ent = nd->slot[i];
+				return set_slot(op, ent, nd, n, i, newent, out);
+			}
+			if (rc != MS_NOTFOUND)
+				return rc;
+		}
+		return resize_node(op, ent, nd, n, n, n + 1, newent, true, out);
+	}
+	uint32_t bit = 1u << chunk(op->h, depth);
+	unsigned pos = (unsigned)__builtin_popcount(nd->bitmap & (bit - 1));
+	if (!(nd->bitmap & bit))
+		return resize_node(op, ent, nd, n, pos, nd->bitmap | bit, newent, true, out);
+	uint64_t e = nd->slot[pos], ne;
+	if (ent_is_node(e)) {
+		if ((rc = put_rec(op, e, depth + 1, newent, &ne, old)))
+			return rc;
+		if (ne == e) {
+			*out = ent;
+			return 0;
+		}
+		return set_slot(op, ent, nd, n, pos, ne, out);
+	}
+	rc = entry_match(&op->c, e, op->h, op->key, op->klen, &old->o);
+	if (rc == 0) {
+		old->ent = e;
+		return set_slot(op, ent, nd, n, pos, newent, out);
+	}
+	if (rc != MS_NOTFOUND)
+		return rc;
+	/* Another key lives here: push both one level down. */
+	const struct disk_obj *other;
+	if ((rc = index_obj(&op->c, e, &other)))
+		return rc;
+	uint64_t h2 = key_hash(op->t->s->hash_seed, other + 1, other->klen);
+	if (NEVER((h2 >> 48) != ent_fp(e)))
+		return MS_ECORRUPT;
+	if ((rc = make_pair(op, depth + 1, e, h2, newent, op->h, &ne)))
+		return rc;
+	return set_slot(op, ent, nd, n, pos, ne, out);
+}
+
+int index_put(struct ms_txn *t, uint64_t h, const void *key, size_t klen, uint64_t vlen, void **dst,
+              bool hashed_later, const void *val)
+{
+	struct op op = { .t = t, .c = ictx_of(t), .key = key, .klen = klen, .h = h };
+	uint64_t size = obj_size(klen, vlen);
+	ms_off off;
+	int rc = op_alloc(&op, size, hashed_later ? FRESH_OBJ_UNHASHED : FRESH_OBJ, &off);
+	if (rc)
+		return rc;
+	struct disk_obj *o = (struct disk_obj *)(t->base + off);
+	o->klen = (uint16_t)klen;
+	o->clock = 0;
+	o->vlen_flags = vlen;
+	memcpy(o + 1, key, klen);
+	if (val && vlen)
+		memcpy((uint8_t *)(o + 1) + klen, val, vlen);
+	if (!hashed_later)
+		o->hash = obj_hash(o);
+	else
+		o->hash = 0;
+
+	uint64_t newent = ent_obj(off, h), root;
+	struct found old = { 0, NULL };
+	if (!t->snap.root) {
+		struct disk_node *nd;
+		ms_off noff;
+		if ((rc = new_node(&op, 1, &nd, &noff)))
+			goto fail;
+		nd->bitmap = 1u << chunk(h, 0);
+		nd->slot[0] = newent;
+		root = ent_node(noff);
+	} else if ((rc = put_rec(&op, t->snap.root, 0, newent, &root, &old))) {
+		goto fail;
+	}
+	if (old.ent) {
+		uint64_t osz = obj_size(old.o->klen, obj_vlen(old.o));
+		if ((rc = op_retire(&op, ent_off(old.ent), osz, false)))
+			goto fail;
+		t->snap.live_bytes -= old.o->klen + obj_vlen(old.o);
+	} else {
+		t->snap.objects++;
+	}
+	t->snap.live_bytes += klen + vlen;
+	t->snap.root = root;
+	op_done(&op);
+	if (dst)
+		*dst = (uint8_t *)(t->base + off + sizeof *o + klen);
+	return 0;
+fail:
+	op_fail(&op);
+	return rc;
+}
+
+/* Remove the slot at pos of node ent; *out is 0 when the node empties, or the one object left when
+ * a node below the root would hold only it (the trie stays canonical). */
+static int drop_slot(struct op *op, uint64_t ent, const struct disk_node *nd, unsigned n, unsigned pos,
+                     unsigned depth, uint32_t bitmap, uint64_t *out)
+{
+	if (n == 1) {
+		*out = 0;
+		return op_retire(op, ent_off(ent), node_size(n), true);
+	}
+	if (n == 2 && depth > 0 && !ent_is_node(nd->slot[1 - pos])) {
+		*out = nd->slot[1 - pos];
+		return op_retire(op, ent_off(ent), node_size(n), true);
+	}
+	return resize_node(op, ent, nd, n, pos, bitmap, 0, false, out);
+}
+
+static int del_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t *out, struct found *gone)
+{
+	const struct disk_node *nd;
+	unsigned n;
+	int rc = index_node(&op->c, ent, depth, &nd, &n);
+	if (rc)
+		return rc;
+	if (depth == MS_MAX_DEPTH) {
+		for (unsigned i = 0; i < n; i++) {
+			if (ent_is_node(nd->slot[i]))
+				return MS_ECORRUPT;
+			rc = entry_match(&op->c, nd->slot[i], op->h, op->key, op->klen, &gone->o);
+			if (rc == 0) {
+				gone->ent = nd->slot[i];
+				return drop_slot(op, ent, nd, n, i, depth, n - 1, out);
+			}
+			if (rc != MS_NOTFOUND)
+				return rc;
+		}
+		return MS_NOTFOUND;
+	}
+	uint32_t bit = 1u << chunk(op->h, depth);
+	if (!(nd->bitmap & bit))
+		return MS_NOTFOUND;
+	unsigned pos = (unsigned)__builtin_popcount(nd->bitmap & (bit - 1));
+	uint64_t e = nd->slot[pos], ne;
+	if (!ent_is_node(e)) {
+		if ((rc = entry_match(&op->c, e, op->h, op->key, op->klen, &gone->o)))
+			return rc;
+		gone->ent = e;
+		return drop_slot(op, ent, nd, n, pos, depth, nd->bitmap & ~bit, out);
+	}
+	if ((rc = del_rec(op, e, depth + 1, &ne, gone)))
+		return rc;
+	if (ne == e) {
+		*out = ent;
+		return 0;
+	}
+	if (ne == 0)
+		return drop_slot(op, ent, nd, n, pos, depth, nd->bitmap & ~bit, out);
+	if (!ent_is_node(ne) && n == 1 && depth > 0) {
+		*out = ne;
+		return op_retire(op, ent_off(ent), node_size(n), true);
+	}
+	return set_slot(op, ent, nd, n, pos, ne, out);
+}
+
+int index_del(struct ms_txn *t, uint64_t h, const void *key, size_t klen)
+{
+	struct op op = { .t = t, .c = ictx_of(t), .key = key, .klen = klen, .h = h };
+	if (!t->snap.root)
+		return MS_NOTFOUND;
+	uint64_t root;
+	struct found gone = { 0, NULL };
+	int rc = del_rec(&op, t->snap.root, 0, &root, &gone);
+	if (rc == 0)
+		rc = op_retire(&op, ent_off(gone.ent), obj_size(gone.o->klen, obj_vlen(gone.o)), false);
+	if (rc) {
+		op_fail(&op);
+		return rc;
+	}
+	t->snap.objects--;
+	t->snap.live_bytes -= gone.o->klen + obj_vlen(gone.o);
+	t->snap.root = root;
+	op_done(&op);
+	return 0;
+}

@@ -1,0 +1,220 @@
+/* store/internal.h - private declarations shared by the parts of store/.
+ *
+ * Who owns what: map.c the mapping and file growth, format.c meta pages and checksums, index.c the
+ * hash trie, txn.c transactions, snapshots and space reuse, store.c open/close and the one-shot calls,
+ * check.c verification, sys.c every system call that touches the file, error.c codes and messages.
+ */
+#ifndef MSTORE_INTERNAL_H
+#define MSTORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "alloc.h"
+#include "format.h"
+#include "mstore.h"
+
+#ifdef MS_DEBUG
+#include <assert.h>
+#define ms_assert(x) assert(x)
+#else
+#define ms_assert(x) ((void)0)
+#endif
+/* SQLite's NEVER(): a branch that cannot happen still has a release-build answer. */
+#define NEVER(x) (ms_assert(!(x)), (x))
+
+#define MS_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- error.c ---- */
+int err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int err_errno(int code, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int err_from_errno(int errnum);
+
+/* ---- sys.c: the one seam for system calls on the store file (fault injection hooks here) ---- */
+struct ms_sys {
+	int (*open)(const char *path, int flags, mode_t mode);
+	int (*close)(int fd);
+	ssize_t (*pread)(int fd, void *buf, size_t len, off_t off);
+	ssize_t (*pwrite)(int fd, const void *buf, size_t len, off_t off);
+	int (*fdatasync)(int fd);
+	int (*fsync)(int fd);
+	int (*fallocate)(int fd, off_t off, off_t len); /* posix_fallocate semantics: returns errno */
+	int (*ftruncate)(int fd, off_t len);
+	void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+	int (*munmap)(void *addr, size_t len);
+	int (*msync)(void *addr, size_t len, int flags);
+};
+extern struct ms_sys ms_sys;          /* the table in force; tests may replace entries */
+extern const struct ms_sys ms_sys_default;
+int sys_pread_full(int fd, void *buf, size_t len, uint64_t off); /* 0, or -1 with errno (EIO on short) */
+int sys_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* ---- table.c: an open-addressing map from 16-byte aligned offsets (never 0) to 64-bit values ---- */
+struct table {
+	uint64_t *keys;
+	uint64_t *vals;
+	size_t cap; /* power of two, or 0 */
+	size_t len;
+};
+void table_init(struct table *t);
+void table_free(struct table *t);
+void table_clear(struct table *t);
+int table_put(struct table *t, uint64_t key, uint64_t val); /* insert or replace; MS_ENOMEM */
+uint64_t *table_get(const struct table *t, uint64_t key);   /* NULL when absent */
+bool table_del(struct table *t, uint64_t key);
+/* Iterate: for (size_t i = 0; table_next(t, &i, &k, &v); ) */
+bool table_next(const struct table *t, size_t *pos, uint64_t *key, uint64_t *val);
+
+/* A growable array of blocks. */
+struct blocks {
+	struct alloc_block *v;
+	size_t len, cap;
+};
+int blocks_push(struct blocks *b, uint64_t off, uint64_t size);
+void blocks_free(struct blocks *b);
+
+/* ---- format.c ---- */
+uint64_t meta_hash(const struct disk_meta *m);
+/* Validate a meta read from the file of file_size bytes: 0, MS_ECORRUPT or MS_EVERSION, with a reason
+ * in *why (static text). */
+int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why);
+uint64_t key_hash(uint64_t seed, const void *key, size_t klen);
+uint32_t obj_hash(const struct disk_obj *o);   /* over the object's key and value that follow it */
+uint32_t node_hash(const struct disk_node *n, unsigned nslots);
+
+/* ---- the committed state a snapshot sees ---- */
+struct snap {
+	uint64_t txnid;
+	uint64_t root;       /* entry of the root node, 0 when empty */
+	uint64_t objects;
+	uint64_t live_bytes;
+	uint64_t obj_bytes;
+	uint64_t node_bytes;
+	uint64_t heap_end;
+	uint64_t flags;      /* MS_META_* of the meta that published it */
+};
+
+/* Pending frees: blocks freed by commit `txnid`, reusable once no snapshot older than it is open. */
+struct pending {
+	struct pending *next;
+	uint64_t txnid;
+	uint64_t bytes;
+	struct blocks blocks;
+};
+
+struct ms_store {
+	char *path;
+	int fd;
+	unsigned flags;
+	uint64_t capacity;
+	uint64_t hash_seed;
+	uint64_t created;
+
+	/* Mapping (map.c). base/reserve change only when the file outgrows the reservation; older
+	 * mappings stay until close so pointers handed to readers stay valid. */
+	uint8_t *base;
+	uint64_t reserve;
+	uint64_t file_size;
+	struct old_map { uint8_t *base; uint64_t len; } *old_maps;
+	size_t n_old_maps;
+
+	pthread_mutex_t wlock;     /* held by the open write transaction */
+	pthread_mutex_t lock;      /* guards cur, readers, pending, txns, base */
+	struct snap cur;           /* newest committed state */
+	uint64_t *readers;         /* snapshot txnids of open read transactions (a multiset) */
+	size_t n_readers, cap_readers;
+	struct pending *pending, *pending_tail; /* oldest first */
+	uint64_t pinned_bytes;
+	struct ms_txn *txns;       /* every open transaction, so close can end them */
+
+	/* Writer state, under wlock. */
+	struct alloc *alloc;
+	struct ms_txn *wtxn;
+	pthread_t wtxn_thread;
+	int failed;                /* sticky MS_EIO after a failed sync */
+	bool ckpt_on_disk;         /* the file's checkpoint still describes cur (nothing committed since) */
+
+	_Atomic uint64_t hits, misses;
+};
+
+enum { FRESH_OBJ = 0, FRESH_NODE = 1, FRESH_OBJ_UNHASHED = 2 };
+#define FRESH_KIND_SHIFT 62
+#define FRESH_SIZE_MASK ((1ull << FRESH_KIND_SHIFT) - 1)
+
+struct ms_txn {
+	ms_store *s;
+	struct ms_txn *next, *prev; /* in s->txns */
+	bool rdonly;
+	struct snap snap;           /* reader: the snapshot; writer: the working state */
+	uint8_t *base;              /* mapping this transaction reads through */
+	uint64_t hits, misses;
+	/* Writer only. */
+	uint64_t gen;               /* bumped by every change; iterators check it */
+	struct table fresh;         /* blocks allocated by this txn: off -> size | kind << 62 */
+	struct blocks freed;        /* committed blocks this txn frees (reusable after commit + readers) */
+};
+
+/* ---- map.c ---- */
+int map_open(ms_store *s);
+void map_close(ms_store *s);
+int map_grow(ms_store *s, uint64_t need_end); /* grow file and heap to at least need_end */
+static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+/* ---- index.c ---- */
+struct ictx {
+	uint8_t *base;
+	uint64_t heap_end;
+	const struct table *fresh; /* a writer's fresh blocks: not yet hashed, not verified */
+};
+static inline struct ictx ictx_of(const struct ms_txn *t)
+{
+	struct ictx c = { t->base, t->snap.heap_end, t->rdonly ? NULL : &t->fresh };
+	return c;
+}
+/* Resolve a checked pointer to [off, off+len) or NULL when out of bounds or misaligned. */
+static inline const void *map_ptr(const struct ictx *c, ms_off off, uint64_t len)
+{
+	if (MS_UNLIKELY(off < MS_HEAP_START || (off & (MS_ALIGN - 1)) || off > c->heap_end ||
+	                len > c->heap_end - off))
+		return NULL;
+	return c->base + off;
+}
+int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
+               unsigned *nslots);
+int index_obj(const struct ictx *c, uint64_t ent, const struct disk_obj **out);
+int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, size_t klen,
+              const struct disk_obj **out);
+int index_put(struct ms_txn *t, uint64_t h, const void *key, size_t klen, uint64_t vlen,
+              void **dst, bool hashed_later, const void *val);
+int index_del(struct ms_txn *t, uint64_t h, const void *key, size_t klen);
+/* Visit every reachable block (nodes and objects) of the tree at root, verifying nodes always and
+ * objects' hashes when verify_objects; fn gets (off, requested size, is_node). */
+typedef int (*index_visit_fn)(void *ctx, uint64_t off, uint64_t size, int is_node,
+                              const struct disk_obj *obj);
+int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
+               index_visit_fn fn, void *ctx, uint64_t *bad_off, const char **why);
+
+/* ---- txn.c ---- */
+int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off);
+void txn_release(struct ms_txn *t, uint64_t off, uint64_t size); /* a block this txn no longer needs */
+void readers_release_pending(ms_store *s); /* under wlock: hand reusable pending frees to alloc */
+int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint64_t ckpt_len,
+                     uint64_t ckpt_hash, uint64_t ckpt_txnid);
+void txn_end_all(ms_store *s);
+
+/* ---- check.c ---- */
+struct rebuild {
+	struct alloc_block *blocks;
+	size_t n, cap;
+	uint64_t objects, live_bytes, obj_bytes, node_bytes;
+};
+int rebuild_collect(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
+                    struct rebuild *rb, uint64_t *bad_off, const char **why);
+
+#endif

@@ -1,0 +1,54 @@
+/* store/stats.c - ms_stat: the committed state's counts, the allocator's view of the heap, and what
+ * open snapshots pin. */
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+
+int ms_stat(ms_store *s, ms_stats *st)
+{
+	if (!s || !st)
+		return err_set(MS_EINVAL, "ms_stat: NULL argument");
+	memset(st, 0, sizeof *st);
+	struct alloc_stats as;
+	memset(&as, 0, sizeof as);
+	bool own = s->wtxn && pthread_equal(s->wtxn_thread, pthread_self());
+	if (!(s->flags & MS_READONLY)) {
+		/* The allocator belongs to the writer: read it as the writer or between writers. */
+		if (!own)
+			pthread_mutex_lock(&s->wlock);
+		alloc_stats(s->alloc, &as);
+		if (!own)
+			pthread_mutex_unlock(&s->wlock);
+	}
+	pthread_mutex_lock(&s->lock);
+	st->objects = s->cur.objects;
+	st->live_bytes = s->cur.live_bytes;
+	st->txn_id = s->cur.txnid;
+	st->readers = s->n_readers;
+	st->object_bytes = s->cur.obj_bytes;
+	st->index_bytes = s->cur.node_bytes;
+	st->pinned_bytes = s->pinned_bytes;
+	uint64_t heap_end = s->cur.heap_end;
+	pthread_mutex_unlock(&s->lock);
+	struct stat sb;
+	st->file_bytes = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
+	if (s->flags & MS_READONLY) {
+		/* No allocator in a read-only handle: the committed blocks are all that is used. */
+		st->used_bytes = s->cur.obj_bytes + s->cur.node_bytes;
+		uint64_t heap = heap_end - MS_HEAP_START;
+		st->free_bytes = heap > st->used_bytes ? heap - st->used_bytes : 0;
+	} else {
+		st->used_bytes = as.used_bytes;
+		st->free_bytes = as.free_bytes;
+		st->largest_free = as.largest_free;
+		st->internal_waste = as.internal_waste;
+		st->free_extents = as.free_extents;
+	}
+	uint64_t accounted = st->used_bytes + st->free_bytes;
+	st->overhead_bytes = st->file_bytes > accounted ? st->file_bytes - accounted : 0;
+	st->capacity = s->capacity;
+	st->hits = atomic_load_explicit(&s->hits, memory_order_relaxed);
+	st->misses = atomic_load_explicit(&s->misses, memory_order_relaxed);
+	return 0;
+}

@@ -1,0 +1,484 @@
+/* store/store.c - opening and closing a store: creating a new file atomically, choosing the valid meta
+ * page, bringing the allocator back (from the clean-close checkpoint, or rebuilt from the index after
+ * anything unclean), the checkpoint at close, and the one-operation calls.
+ */
+#define _GNU_SOURCE /* renameat2 */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+#define NEW_STORE_BYTES (64ull << 10)
+
+/* ---- creation ---- */
+
+static uint64_t random_seed(void)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		v = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ ((uint64_t)getpid() << 16);
+	}
+	return XXH3_64bits(&v, sizeof v);
+}
+
+static int write_new_meta(int fd, uint64_t txnid, uint64_t seed, uint64_t created)
+{
+	struct disk_meta m;
+	memset(&m, 0, sizeof m);
+	m.magic = MS_MAGIC;
+	m.version = MS_FORMAT_VERSION;
+	m.page_size = MS_PAGE;
+	m.txnid = txnid;
+	m.heap_end = NEW_STORE_BYTES;
+	m.hash_seed = seed;
+	m.created = created;
+	m.hash = meta_hash(&m);
+	return sys_pwrite_full(fd, &m, sizeof m, (txnid % 2) * MS_PAGE);
+}
+
+/* Build the new store under a temporary name and move it into place only when whole, so a store file
+ * either does not exist or is valid, and two processes creating at once end with one store. */
+static int create_file(const char *path, unsigned mode)
+{
+	size_t n = strlen(path);
+	char *tmp = malloc(n + 32);
+	if (!tmp)
+		return MS_ENOMEM;
+	snprintf(tmp, n + 32, "%s.new.%ld", path, (long)getpid());
+	int fd = ms_sys.open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? (mode_t)mode : 0600);
+	if (fd < 0) {
+		int e = errno;
+		free(tmp);
+		return err_errno(err_from_errno(e), e, "create %s", path);
+	}
+	int rc = 0, e;
+	uint64_t seed = random_seed(), created = (uint64_t)time(NULL);
+	if ((e = ms_sys.fallocate(fd, 0, (off_t)NEW_STORE_BYTES))) {
+		rc = err_errno(err_from_errno(e) == MS_EINVAL ? MS_EIO : err_from_errno(e), e, "fallocate %s", path);
+		goto fail;
+	}
+	if (write_new_meta(fd, 0, seed, created) || write_new_meta(fd, 1, seed, created) ||
+	    ms_sys.fdatasync(fd)) {
+		e = errno;
+		rc = err_errno(MS_EIO, e, "write %s", path);
+		goto fail;
+	}
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE)) {
+		e = errno;
+		if (e == EINVAL || e == ENOSYS) { /* a file system without renameat2: link is also exclusive */
+			if (link(tmp, path) == 0)
+				e = 0;
+			else
+				e = errno;
+			unlink(tmp);
+		}
+		if (e && e != EEXIST) {
+			rc = err_errno(err_from_errno(e), e, "create %s", path);
+			goto fail;
+		}
+	}
+	ms_sys.close(fd);
+	/* Make the new name durable: fsync the folder. */
+	char *dir = strdup(path);
+	if (dir) {
+		char *slash = strrchr(dir, '/');
+		const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
+		int dfd = ms_sys.open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+		if (dfd >= 0) {
+			ms_sys.fsync(dfd);
+			ms_sys.close(dfd);
+		}
+		free(dir);
+	}
+	free(tmp);
+	return 0;
+fail:
+	ms_sys.close(fd);
+	unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+/* ---- open ---- */
+
+static void snap_from_meta(struct snap *st, const struct disk_meta *m)
+{
+	st->txnid = m->txnid;
+	st->root = m->root;
+	st->objects = m->objects;
+	st->live_bytes = m->live_bytes;
+	st->obj_bytes = m->obj_bytes;
+	st->node_bytes = m->node_bytes;
+	st->heap_end = m->heap_end;
+	st->flags = m->flags;
+}
+
+/* Bring the allocator to the state of meta m: its checkpoint when it is the clean-close one, else a
+ * rebuild from the index (I6). Space an uncommitted transaction held is free again by construction. */
+static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region_end, bool *ckpt_used)
+{
+	*ckpt_used = false;
+	if (m->ckpt_off && m->ckpt_txnid == m->txnid && m->ckpt_len) {
+		const uint8_t *blob = s->base + m->ckpt_off;
+		uint64_t blob_len = 0;
+		struct alloc *a;
+		if (m->ckpt_len > 8)
+			memcpy(&blob_len, blob, 8);
+		if (m->ckpt_len > 8 && blob_len <= m->ckpt_len - 8 &&
+		    XXH3_64bits_withSeed(blob, m->ckpt_len, MS_SEED_CKPT) == m->ckpt_hash &&
+		    alloc_import(blob + 8, (size_t)blob_len, &a) == 0) {
+			struct alloc_stats st;
+			alloc_stats(a, &st);
+			/* The checkpoint must describe this heap: same region, and the index's blocks plus
+			 * the checkpoint block itself. */
+			if (st.region_bytes == m->heap_end - MS_HEAP_START &&
+			    st.used_bytes == m->obj_bytes + m->node_bytes + alloc_round(m->ckpt_len) &&
+			    alloc_free(a, m->ckpt_off, m->ckpt_len) == 0 &&
+			    (region_end == m->heap_end || alloc_grow(a, region_end) == 0)) {
+				s->alloc = a;
+				*ckpt_used = true;
+				return 0;
+			}
+			alloc_destroy(a);
+		}
+		/* A bad checkpoint is only a cache miss: rebuild below. */
+	}
+	struct ictx c = { s->base, m->heap_end, NULL };
+	struct rebuild rb;
+	memset(&rb, 0, sizeof rb);
+	uint64_t bad = 0;
+	const char *why = NULL;
+	int rc = rebuild_collect(&c, m->root, m->hash_seed, (m->flags & MS_META_NOSYNC) != 0, &rb, &bad, &why);
+	if (rc == 0 && (rb.objects != m->objects || rb.live_bytes != m->live_bytes ||
+	                rb.obj_bytes != m->obj_bytes || rb.node_bytes != m->node_bytes)) {
+		rc = MS_ECORRUPT;
+		why = "the meta page's totals disagree with the index";
+	}
+	if (rc == 0) {
+		int ar = alloc_rebuild(MS_HEAP_START, region_end, rb.blocks, rb.n, &s->alloc);
+		if (ar) {
+			rc = ar == ALLOC_ENOMEM ? MS_ENOMEM : MS_ECORRUPT;
+			why = "index blocks overlap or cannot be placed";
+		}
+	}
+	free(rb.blocks);
+	if (rc == MS_ECORRUPT)
+		err_set(rc, "%s: commit %llu is damaged at offset %llu: %s", s->path,
+		        (unsigned long long)m->txnid, (unsigned long long)bad, why ? why : "?");
+	return rc;
+}
+
+static int open_fd(ms_store *s, const ms_options *o)
+{
+	bool ro = (o->flags & MS_READONLY) != 0;
+	for (int tries = 0;; tries++) {
+		s->fd = ms_sys.open(s->path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+		if (s->fd >= 0)
+			return 0;
+		int e = errno;
+		if (e == ENOENT && (o->flags & MS_CREATE) && tries < 3) {
+			int rc = create_file(s->path, o->mode);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (e == ENOENT)
+			return err_errno(MS_EINVAL, e, "open %s (use MS_CREATE to create it)", s->path);
+		if (e == EACCES || e == EPERM || e == EROFS)
+			return err_errno(ro ? MS_EIO : MS_ERDONLY, e, "open %s%s", s->path,
+			                 ro ? "" : " for writing");
+		return err_errno(err_from_errno(e), e, "open %s", s->path);
+	}
+}
+
+static int meta_read(ms_store *s, struct disk_meta m[2], int rc_of[2], const char *why[2])
+{
+	for (int i = 0; i < 2; i++) {
+		if (sys_pread_full(s->fd, &m[i], sizeof m[i], (uint64_t)i * MS_PAGE))
+			return err_errno(MS_EIO, errno, "read meta page %d of %s", i, s->path);
+		rc_of[i] = meta_check(&m[i], s->file_size, &why[i]);
+		if (rc_of[i] == 0 && m[i].txnid % 2 != (uint64_t)i) {
+			rc_of[i] = MS_ECORRUPT;
+			why[i] = "transaction id in the wrong meta page";
+		}
+	}
+	return 0;
+}
+
+int ms_open(const char *path, const ms_options *opt, ms_store **out)
+{
+	static const ms_options defaults;
+	const ms_options *o = opt ? opt : &defaults;
+	if (!path || !*path || !out)
+		return err_set(MS_EINVAL, "ms_open: NULL or empty argument");
+	if (o->flags & ~(MS_CREATE | MS_READONLY | MS_NOSYNC | MS_CACHE))
+		return err_set(MS_EINVAL, "ms_open %s: unknown flags 0x%x", path, o->flags);
+	if (o->flags & MS_CACHE)
+		return err_set(MS_EINVAL, "ms_open %s: cache mode (MS_CACHE) is not implemented yet", path);
+	if ((o->flags & MS_READONLY) && (o->flags & MS_CREATE))
+		return err_set(MS_EINVAL, "ms_open %s: MS_CREATE and MS_READONLY together", path);
+	if (o->capacity && o->capacity < 2 * NEW_STORE_BYTES)
+		return err_set(MS_EINVAL, "ms_open %s: capacity below %llu bytes", path,
+		               (unsigned long long)(2 * NEW_STORE_BYTES));
+	if (o->mode & ~07777u)
+		return err_set(MS_EINVAL, "ms_open %s: bad mode 0%o", path, o->mode);
+
+	ms_store *s = calloc(1, sizeof *s);
+	if (!s || !(s->path = strdup(path))) {
+		free(s);
+		return err_set(MS_ENOMEM, "ms_open %s: out of memory", path);
+	}
+	s->fd = -1;
+	s->flags = o->flags;
+	s->capacity = o->capacity;
+	pthread_mutex_init(&s->wlock, NULL);
+	pthread_mutex_init(&s->lock, NULL);
+	int rc = open_fd(s, o);
+	if (rc)
+		goto fail;
+	struct stat sb;
+	if (fstat(s->fd, &sb)) {
+		rc = err_errno(MS_EIO, errno, "stat %s", path);
+		goto fail;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		rc = err_set(MS_EINVAL, "open %s: not a regular file", path);
+		goto fail;
+	}
+	/* One process writes a store at a time for now; read-only opens share (see docs/architecture.md). */
+	if (flock(s->fd, ((o->flags & MS_READONLY) ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
+		rc = errno == EWOULDBLOCK ? err_set(MS_EBUSY, "open %s: the store is in use by another process", path)
+		                          : err_errno(MS_EIO, errno, "lock %s", path);
+		goto fail;
+	}
+	s->file_size = (uint64_t)sb.st_size;
+	if (s->file_size < MS_HEAP_START) {
+		rc = err_set(MS_ECORRUPT, "open %s: %llu bytes is too short to be a store", path,
+		             (unsigned long long)s->file_size);
+		goto fail;
+	}
+	struct disk_meta m[2];
+	int mrc[2];
+	const char *why[2] = { NULL, NULL };
+	if ((rc = meta_read(s, m, mrc, why)))
+		goto fail;
+	if (mrc[0] == MS_EVERSION || mrc[1] == MS_EVERSION) {
+		rc = err_set(MS_EVERSION, "open %s: format version %u is newer than this library's %u", path,
+		             mrc[0] == MS_EVERSION ? m[0].version : m[1].version, MS_FORMAT_VERSION);
+		goto fail;
+	}
+	int order[2], n_valid = 0;
+	if (mrc[0] == 0 && mrc[1] == 0) {
+		order[0] = m[0].txnid > m[1].txnid ? 0 : 1;
+		order[1] = 1 - order[0];
+		n_valid = 2;
+	} else if (mrc[0] == 0 || mrc[1] == 0) {
+		order[0] = mrc[0] == 0 ? 0 : 1;
+		n_valid = 1;
+	}
+	if (n_valid == 0) {
+		rc = err_set(MS_ECORRUPT, "open %s: not a valid store (meta page 0: %s; meta page 1: %s)", path,
+		             why[0], why[1]);
+		goto fail;
+	}
+	if ((rc = map_open(s)))
+		goto fail;
+	uint64_t region_end = s->file_size / MS_ALIGN * MS_ALIGN;
+	if (s->capacity && region_end > s->capacity)
+		region_end = m[order[0]].heap_end > s->capacity ? m[order[0]].heap_end : s->capacity / MS_ALIGN * MS_ALIGN;
+	const struct disk_meta *chosen = NULL;
+	bool ckpt_used = false;
+	for (int k = 0; k < n_valid; k++) {
+		const struct disk_meta *mk = &m[order[k]];
+		if (o->flags & MS_READONLY) {
+			chosen = mk;
+			break;
+		}
+		rc = recover_alloc(s, mk, region_end < mk->heap_end ? mk->heap_end : region_end, &ckpt_used);
+		if (rc == 0) {
+			chosen = mk;
+			break;
+		}
+		if (rc != MS_ECORRUPT)
+			goto fail;
+		/* The newest commit is damaged (a crash without syncs): fall back to the one before. */
+	}
+	if (!chosen)
+		goto fail;
+	s->hash_seed = chosen->hash_seed;
+	s->created = chosen->created;
+	snap_from_meta(&s->cur, chosen);
+	if (!(o->flags & MS_READONLY)) {
+		s->ckpt_on_disk = ckpt_used;
+		s->file_size = region_end < chosen->heap_end ? chosen->heap_end : region_end;
+	}
+	*out = s;
+	return 0;
+fail:
+	if (s->alloc)
+		alloc_destroy(s->alloc);
+	map_close(s);
+	if (s->fd >= 0)
+		ms_sys.close(s->fd);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+	return rc;
+}
+
+/* ---- close ---- */
+
+/* Write the allocator's state into a heap block and publish it with a meta page, so the next open
+ * scans nothing. Failing here costs only that scan. */
+static int write_checkpoint(ms_store *s)
+{
+	readers_release_pending(s);
+	/* The block: the blob's length (8 bytes), the blob, zero padding. It is booked in the blob itself
+	 * as allocated with `cap` bytes; the loader frees it after loading (I6). */
+	size_t cap = 8 + alloc_export_size(s->alloc) + 1024;
+	uint8_t *buf = calloc(1, cap);
+	if (!buf)
+		return MS_ENOMEM;
+	uint64_t off;
+	int rc = alloc_alloc(s->alloc, cap, &off);
+	if (rc == ALLOC_ENOSPC) {
+		if (map_grow(s, s->file_size + alloc_round(cap) + (128ull << 10)) == 0 ||
+		    map_grow(s, s->file_size + alloc_round(cap)) == 0)
+			rc = alloc_alloc(s->alloc, cap, &off);
+	}
+	if (rc) {
+		free(buf);
+		return MS_ENOSPC;
+	}
+	size_t len;
+	if (alloc_export(s->alloc, buf + 8, cap - 8, &len) || len > cap - 8) {
+		alloc_free(s->alloc, off, cap);
+		free(buf);
+		return MS_ENOMEM;
+	}
+	uint64_t len64 = len;
+	memcpy(buf, &len64, 8);
+	memcpy(s->base + off, buf, cap);
+	free(buf);
+	struct snap st = s->cur;
+	st.txnid++;
+	st.heap_end = s->file_size;
+	st.flags = 0;
+	uint64_t h = XXH3_64bits_withSeed(s->base + off, cap, MS_SEED_CKPT);
+	if (ms_sys.fdatasync(s->fd))
+		return err_errno(MS_EIO, errno, "fdatasync %s (checkpoint)", s->path);
+	if ((rc = store_write_meta(s, &st, off, cap, h, st.txnid)))
+		return rc;
+	if (ms_sys.fdatasync(s->fd))
+		return err_errno(MS_EIO, errno, "fdatasync %s (close)", s->path);
+	s->cur = st;
+	return 0;
+}
+
+int ms_close(ms_store *s)
+{
+	if (!s)
+		return 0;
+	txn_end_all(s);
+	int rc = 0;
+	if (!(s->flags & MS_READONLY) && !s->failed && !s->ckpt_on_disk) {
+		rc = write_checkpoint(s);
+		if (rc != MS_EIO)
+			rc = 0; /* no room or memory for a checkpoint: the next open rebuilds instead */
+	}
+	if (s->alloc)
+		alloc_destroy(s->alloc);
+	struct pending *p = s->pending;
+	while (p) {
+		struct pending *n = p->next;
+		blocks_free(&p->blocks);
+		free(p);
+		p = n;
+	}
+	free(s->readers);
+	map_close(s);
+	if (s->fd >= 0 && ms_sys.close(s->fd) && !rc)
+		rc = err_errno(MS_EIO, errno, "close %s", s->path);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+	return rc;
+}
+
+int ms_sync(ms_store *s)
+{
+	if (!s)
+		return err_set(MS_EINVAL, "ms_sync: NULL store");
+	if (s->flags & MS_READONLY)
+		return 0;
+	if (s->failed)
+		return err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
+	if (ms_sys.fdatasync(s->fd)) {
+		int e = errno;
+		s->failed = MS_EIO;
+		return err_errno(MS_EIO, e, "fdatasync %s", s->path);
+	}
+	return 0;
+}
+
+/* ---- one-operation calls ---- */
+
+int ms_put(ms_store *s, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	ms_txn *t;
+	int rc = ms_txn_begin(s, 0, &t);
+	if (rc)
+		return rc;
+	if ((rc = ms_txn_put(t, key, klen, val, vlen))) {
+		ms_txn_abort(t);
+		return rc;
+	}
+	return ms_txn_commit(t);
+}
+
+int ms_del(ms_store *s, const void *key, size_t klen)
+{
+	ms_txn *t;
+	int rc = ms_txn_begin(s, 0, &t);
+	if (rc)
+		return rc;
+	if ((rc = ms_txn_del(t, key, klen))) {
+		ms_txn_abort(t);
+		return rc;
+	}
+	return ms_txn_commit(t);
+}
+
+int ms_get(ms_store *s, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+	if (!vlen || (!buf && cap))
+		return err_set(MS_EINVAL, "ms_get: NULL argument");
+	ms_txn *t;
+	int rc = ms_txn_begin(s, MS_READONLY, &t);
+	if (rc)
+		return rc;
+	ms_val v;
+	rc = ms_txn_get(t, key, klen, &v);
+	if (rc == 0) {
+		*vlen = v.len;
+		if (v.len > cap)
+			rc = MS_ERANGE;
+		else if (v.len)
+			memcpy(buf, v.data, v.len);
+	}
+	ms_txn_abort(t);
+	return rc;
+}

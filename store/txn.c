@@ -1,0 +1,535 @@
+/* store/txn.c - transactions and snapshots: one writer at a time, readers on the committed state they
+ * began with, space freed by a commit reused only once no open snapshot can see it, and the commit
+ * itself (data durable, then the meta page that publishes it). Also the iterator.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Room kept for deletes when the store is at its capacity: a delete copies a path of nodes, and a
+ * full store must still take deletes (the contract). Puts fail with MS_ENOSPC before eating it. */
+#define DEL_RESERVE (256ull << 10)
+
+/* ---- space ---- */
+
+void readers_release_pending(ms_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t oldest = UINT64_MAX;
+	for (size_t i = 0; i < s->n_readers; i++)
+		if (s->readers[i] < oldest)
+			oldest = s->readers[i];
+	/* Blocks freed by commit N are visible to snapshots older than N only. */
+	while (s->pending && s->pending->txnid <= oldest) {
+		struct pending *p = s->pending;
+		s->pending = p->next;
+		if (!s->pending)
+			s->pending_tail = NULL;
+		for (size_t i = 0; i < p->blocks.len; i++) {
+			int rc = alloc_free(s->alloc, p->blocks.v[i].off, p->blocks.v[i].size);
+			ms_assert(rc == 0);
+			(void)rc;
+		}
+		s->pinned_bytes -= p->bytes;
+		blocks_free(&p->blocks);
+		free(p);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off)
+{
+	ms_store *s = t->s;
+	int rc = alloc_alloc(s->alloc, size, off);
+	if (rc == ALLOC_ENOSPC) {
+		readers_release_pending(s);
+		rc = alloc_alloc(s->alloc, size, off);
+	}
+	if (rc == ALLOC_ENOSPC) {
+		/* Grow by at least the block plus a run's worth, so a new size-class run fits too. */
+		int g = map_grow(s, s->file_size + alloc_round(size) + (128ull << 10));
+		if (g == MS_ENOSPC)
+			g = map_grow(s, s->file_size + alloc_round(size));
+		if (g)
+			return g;
+		t->base = s->base;
+		t->snap.heap_end = s->file_size;
+		rc = alloc_alloc(s->alloc, size, off);
+	}
+	if (rc == ALLOC_ENOSPC)
+		return err_set(MS_ENOSPC, "%s: no free block of %llu bytes", s->path, (unsigned long long)size);
+	if (rc)
+		return rc == ALLOC_ENOMEM ? MS_ENOMEM : MS_EINVAL;
+	if (table_put(&t->fresh, *off, size | (uint64_t)kind << FRESH_KIND_SHIFT)) {
+		alloc_free(s->alloc, *off, size);
+		return MS_ENOMEM;
+	}
+	return 0;
+}
+
+void txn_release(struct ms_txn *t, uint64_t off, uint64_t size)
+{
+	if (table_del(&t->fresh, off)) {
+		int rc = alloc_free(t->s->alloc, off, size);
+		ms_assert(rc == 0);
+		(void)rc;
+		return;
+	}
+	/* Committed: reusable only after this commit and once no snapshot sees it. Room was reserved by
+	 * txn_reserve_freed, so this cannot fail. */
+	int rc = blocks_push(&t->freed, off, size);
+	ms_assert(rc == 0);
+	(void)rc;
+}
+
+/* Make sure an operation's releases fit in t->freed without an allocation failure midway. */
+static int txn_reserve_freed(struct ms_txn *t)
+{
+	size_t need = t->freed.len + 3 * (MS_MAX_DEPTH + 2);
+	if (need <= t->freed.cap)
+		return 0;
+	size_t ncap = t->freed.cap ? t->freed.cap : 64;
+	while (ncap < need)
+		ncap *= 2;
+	struct alloc_block *v = realloc(t->freed.v, ncap * sizeof *v);
+	if (!v)
+		return MS_ENOMEM;
+	t->freed.v = v;
+	t->freed.cap = ncap;
+	return 0;
+}
+
+/* ---- begin / end ---- */
+
+static void txn_link(ms_store *s, struct ms_txn *t)
+{
+	t->prev = NULL;
+	t->next = s->txns;
+	if (s->txns)
+		s->txns->prev = t;
+	s->txns = t;
+}
+
+static void txn_unlink(ms_store *s, struct ms_txn *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		s->txns = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+}
+
+int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
+{
+	if (!s || !out || (flags & ~MS_READONLY))
+		return err_set(MS_EINVAL, "ms_txn_begin: bad argument");
+	struct ms_txn *t = calloc(1, sizeof *t);
+	if (!t)
+		return MS_ENOMEM;
+	t->s = s;
+	if (flags & MS_READONLY) {
+		t->rdonly = true;
+		pthread_mutex_lock(&s->lock);
+		if (s->n_readers == s->cap_readers) {
+			size_t ncap = s->cap_readers ? s->cap_readers * 2 : 16;
+			uint64_t *r = realloc(s->readers, ncap * sizeof *r);
+			if (!r) {
+				pthread_mutex_unlock(&s->lock);
+				free(t);
+				return MS_ENOMEM;
+			}
+			s->readers = r;
+			s->cap_readers = ncap;
+		}
+		s->readers[s->n_readers++] = s->cur.txnid;
+		t->snap = s->cur;
+		t->base = s->base;
+		txn_link(s, t);
+		pthread_mutex_unlock(&s->lock);
+		*out = t;
+		return 0;
+	}
+	if (s->flags & MS_READONLY) {
+		free(t);
+		return err_set(MS_ERDONLY, "%s: opened read-only", s->path);
+	}
+	if (s->wtxn && pthread_equal(s->wtxn_thread, pthread_self())) {
+		free(t);
+		return err_set(MS_EBUSY, "%s: this thread already has a write transaction", s->path);
+	}
+	pthread_mutex_lock(&s->wlock);
+	if (s->failed) {
+		pthread_mutex_unlock(&s->wlock);
+		free(t);
+		return err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
+	}
+	readers_release_pending(s);
+	table_init(&t->fresh);
+	pthread_mutex_lock(&s->lock);
+	t->snap = s->cur;
+	t->snap.heap_end = s->file_size;
+	t->base = s->base;
+	txn_link(s, t);
+	pthread_mutex_unlock(&s->lock);
+	s->wtxn = t;
+	s->wtxn_thread = pthread_self();
+	*out = t;
+	return 0;
+}
+
+static void reader_end(struct ms_txn *t)
+{
+	ms_store *s = t->s;
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->n_readers; i++) {
+		if (s->readers[i] == t->snap.txnid) {
+			s->readers[i] = s->readers[--s->n_readers];
+			break;
+		}
+	}
+	txn_unlink(s, t);
+	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add_explicit(&s->hits, t->hits, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->misses, t->misses, memory_order_relaxed);
+	free(t);
+}
+
+static void writer_end(struct ms_txn *t)
+{
+	ms_store *s = t->s;
+	table_free(&t->fresh);
+	blocks_free(&t->freed);
+	pthread_mutex_lock(&s->lock);
+	txn_unlink(s, t);
+	pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add_explicit(&s->hits, t->hits, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->misses, t->misses, memory_order_relaxed);
+	s->wtxn = NULL;
+	pthread_mutex_unlock(&s->wlock);
+	free(t);
+}
+
+static void writer_discard(struct ms_txn *t)
+{
+	size_t pos = 0;
+	uint64_t off, v;
+	while (table_next(&t->fresh, &pos, &off, &v)) {
+		int rc = alloc_free(t->s->alloc, off, v & FRESH_SIZE_MASK);
+		ms_assert(rc == 0);
+		(void)rc;
+	}
+}
+
+void ms_txn_abort(ms_txn *t)
+{
+	if (!t)
+		return;
+	if (t->rdonly) {
+		reader_end(t);
+		return;
+	}
+	writer_discard(t);
+	writer_end(t);
+}
+
+void txn_end_all(ms_store *s)
+{
+	while (s->txns)
+		ms_txn_abort(s->txns);
+}
+
+int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint64_t ckpt_len,
+                     uint64_t ckpt_hash, uint64_t ckpt_txnid)
+{
+	struct disk_meta m;
+	memset(&m, 0, sizeof m);
+	m.magic = MS_MAGIC;
+	m.version = MS_FORMAT_VERSION;
+	m.page_size = MS_PAGE;
+	m.txnid = st->txnid;
+	m.root = st->root;
+	m.objects = st->objects;
+	m.live_bytes = st->live_bytes;
+	m.obj_bytes = st->obj_bytes;
+	m.node_bytes = st->node_bytes;
+	m.heap_end = st->heap_end;
+	m.hash_seed = s->hash_seed;
+	m.ckpt_off = ckpt_off;
+	m.ckpt_len = ckpt_len;
+	m.ckpt_hash = ckpt_hash;
+	m.ckpt_txnid = ckpt_txnid;
+	m.flags = st->flags;
+	m.created = s->created;
+	m.hash = meta_hash(&m);
+	if (sys_pwrite_full(s->fd, &m, sizeof m, (st->txnid % 2) * MS_PAGE))
+		return err_errno(MS_EIO, errno, "write meta page of %s", s->path);
+	return 0;
+}
+
+/* A failed sync is never retried: the pages it covered may be gone from the cache (fsyncgate). */
+static int store_sync(ms_store *s, const char *what)
+{
+	if (ms_sys.fdatasync(s->fd) == 0)
+		return 0;
+	int e = errno;
+	s->failed = MS_EIO;
+	return err_errno(MS_EIO, e, "fdatasync %s (%s); the store refuses commits until reopened", s->path,
+	                 what);
+}
+
+int ms_txn_commit(ms_txn *t)
+{
+	if (!t)
+		return err_set(MS_EINVAL, "ms_txn_commit: NULL transaction");
+	if (t->rdonly) {
+		reader_end(t);
+		return 0;
+	}
+	ms_store *s = t->s;
+	int rc = 0;
+	if (s->failed) {
+		rc = err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
+		goto discard;
+	}
+	if (t->fresh.len == 0 && t->freed.len == 0) {
+		writer_end(t); /* nothing changed: no new commit */
+		return 0;
+	}
+	/* Seal what this transaction wrote: nodes and reserved values get their checksums now. */
+	size_t pos = 0;
+	uint64_t off, v;
+	while (table_next(&t->fresh, &pos, &off, &v)) {
+		uint64_t kind = v >> FRESH_KIND_SHIFT, size = v & FRESH_SIZE_MASK;
+		if (kind == FRESH_NODE) {
+			struct disk_node *nd = (struct disk_node *)(t->base + off);
+			nd->hash = node_hash(nd, (unsigned)((size - sizeof *nd) / 8));
+		} else if (kind == FRESH_OBJ_UNHASHED) {
+			struct disk_obj *o = (struct disk_obj *)(t->base + off);
+			o->hash = obj_hash(o);
+		}
+	}
+	struct snap next = t->snap;
+	next.txnid = s->cur.txnid + 1;
+	next.heap_end = s->file_size;
+	next.flags = (s->flags & MS_NOSYNC) ? MS_META_NOSYNC : 0;
+	bool durable = !(s->flags & MS_NOSYNC);
+	if (durable && (rc = store_sync(s, "commit data")))
+		goto discard;
+	if ((rc = store_write_meta(s, &next, 0, 0, 0, 0))) {
+		s->failed = MS_EIO;
+		goto discard;
+	}
+	if (durable && (rc = store_sync(s, "commit meta")))
+		goto discard;
+
+	struct pending *p = NULL;
+	if (t->freed.len) {
+		p = calloc(1, sizeof *p);
+		if (!p) {
+			/* Committed already; without a record the blocks are only leaked until the next
+			 * open rebuilds the allocator from the index. */
+			t->freed.len = 0;
+		} else {
+			p->txnid = next.txnid;
+			p->blocks = t->freed;
+			memset(&t->freed, 0, sizeof t->freed);
+			for (size_t i = 0; i < p->blocks.len; i++)
+				p->bytes += alloc_round(p->blocks.v[i].size);
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	s->cur = next;
+	if (p) {
+		if (s->pending_tail)
+			s->pending_tail->next = p;
+		else
+			s->pending = p;
+		s->pending_tail = p;
+		s->pinned_bytes += p->bytes;
+	}
+	pthread_mutex_unlock(&s->lock);
+	s->ckpt_on_disk = false;
+	writer_end(t);
+	return 0;
+discard:
+	writer_discard(t);
+	writer_end(t);
+	return rc;
+}
+
+/* ---- operations ---- */
+
+static int check_key(const void *key, size_t klen)
+{
+	if (!key || klen == 0 || klen > MS_MAXKEY)
+		return err_set(MS_EINVAL, "key must be 1 to %u bytes (got %zu)", MS_MAXKEY, key ? klen : 0);
+	return 0;
+}
+
+int ms_txn_get(ms_txn *t, const void *key, size_t klen, ms_val *val)
+{
+	if (!t || !val)
+		return err_set(MS_EINVAL, "ms_txn_get: NULL argument");
+	int rc = check_key(key, klen);
+	if (rc)
+		return rc;
+	struct ictx c = ictx_of(t);
+	const struct disk_obj *o;
+	rc = index_get(&c, t->snap.root, key_hash(t->s->hash_seed, key, klen), key, klen, &o);
+	if (rc == 0) {
+		val->data = (const uint8_t *)(o + 1) + o->klen;
+		val->len = (size_t)obj_vlen(o);
+		t->hits++;
+	} else if (rc == MS_NOTFOUND) {
+		t->misses++;
+	} else if (rc == MS_ECORRUPT) {
+		err_set(rc, "%s: checksum or bounds check failed looking up a key", t->s->path);
+	}
+	return rc;
+}
+
+static int write_op(ms_txn *t, const void *key, size_t klen, size_t vlen, const void *val, void **dst)
+{
+	if (!t)
+		return err_set(MS_EINVAL, "NULL transaction");
+	if (t->rdonly)
+		return err_set(MS_ERDONLY, "%s: write in a read-only transaction", t->s->path);
+	int rc = check_key(key, klen);
+	if (rc)
+		return rc;
+	if (vlen > MS_VLEN_MAX || (vlen && !val && !dst))
+		return err_set(MS_EINVAL, "bad value (length %zu)", vlen);
+	ms_store *s = t->s;
+	uint64_t need = alloc_round(obj_size(klen, vlen)) + 16 * node_size(MS_FANOUT);
+	if (s->capacity && s->file_size + need + DEL_RESERVE > s->capacity) {
+		struct alloc_stats st;
+		readers_release_pending(s);
+		alloc_stats(s->alloc, &st);
+		uint64_t room = st.free_bytes + (s->capacity > s->file_size ? s->capacity - s->file_size : 0);
+		if (room < need + DEL_RESERVE)
+			return err_set(MS_ENOSPC, "%s: capacity of %llu bytes reached", s->path,
+			               (unsigned long long)s->capacity);
+	}
+	if ((rc = txn_reserve_freed(t)))
+		return rc;
+	return index_put(t, key_hash(s->hash_seed, key, klen), key, klen, vlen, dst, dst != NULL, val);
+}
+
+int ms_txn_put(ms_txn *t, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	return write_op(t, key, klen, vlen, val, NULL);
+}
+
+int ms_txn_reserve(ms_txn *t, const void *key, size_t klen, size_t vlen, void **dst)
+{
+	if (!dst)
+		return err_set(MS_EINVAL, "ms_txn_reserve: NULL dst");
+	return write_op(t, key, klen, vlen, NULL, dst);
+}
+
+int ms_txn_del(ms_txn *t, const void *key, size_t klen)
+{
+	if (!t)
+		return err_set(MS_EINVAL, "NULL transaction");
+	if (t->rdonly)
+		return err_set(MS_ERDONLY, "%s: delete in a read-only transaction", t->s->path);
+	int rc = check_key(key, klen);
+	if (rc)
+		return rc;
+	if ((rc = txn_reserve_freed(t)))
+		return rc;
+	return index_del(t, key_hash(t->s->hash_seed, key, klen), key, klen);
+}
+
+/* ---- iteration: depth-first over the trie ---- */
+
+struct ms_iter {
+	ms_txn *t;
+	uint64_t gen;
+	struct ictx c;
+	int depth; /* -1: done */
+	uint64_t yielded; /* more than the snapshot's object count means shared nodes: corrupt */
+	struct frame {
+		const struct disk_node *nd;
+		unsigned n, i;
+	} st[MS_MAX_DEPTH + 1];
+};
+
+int ms_iter_open(ms_txn *t, ms_iter **out)
+{
+	if (!t || !out)
+		return err_set(MS_EINVAL, "ms_iter_open: NULL argument");
+	ms_iter *it = calloc(1, sizeof *it);
+	if (!it)
+		return MS_ENOMEM;
+	it->t = t;
+	it->gen = t->gen;
+	it->c = ictx_of(t);
+	it->depth = -1;
+	if (t->snap.root) {
+		int rc = index_node(&it->c, t->snap.root, 0, &it->st[0].nd, &it->st[0].n);
+		if (rc) {
+			free(it);
+			return err_set(rc, "%s: the root index node fails its checksum", t->s->path);
+		}
+		it->depth = 0;
+	}
+	*out = it;
+	return 0;
+}
+
+int ms_iter_next(ms_iter *it, ms_val *key, ms_val *val)
+{
+	if (!it)
+		return err_set(MS_EINVAL, "ms_iter_next: NULL iterator");
+	if (!it->t->rdonly && it->t->gen != it->gen)
+		return err_set(MS_EINVAL, "the transaction changed while an iterator was open");
+	while (it->depth >= 0) {
+		struct frame *f = &it->st[it->depth];
+		if (f->i == f->n) {
+			it->depth--;
+			continue;
+		}
+		uint64_t e = f->nd->slot[f->i++];
+		int rc;
+		if (ent_is_node(e)) {
+			if (it->depth == (int)MS_MAX_DEPTH)
+				return err_set(MS_ECORRUPT, "%s: collision list holds a node", it->t->s->path);
+			struct frame *g = &it->st[it->depth + 1];
+			if ((rc = index_node(&it->c, e, (unsigned)it->depth + 1, &g->nd, &g->n)))
+				return err_set(rc, "%s: index node at %llu fails its check", it->t->s->path,
+				               (unsigned long long)ent_off(e));
+			g->i = 0;
+			it->depth++;
+			/* Touch the next objects early: their lines arrive while this one is handed out. */
+			for (unsigned j = 0; j < g->n && j < 8; j++)
+				if (!ent_is_node(g->nd->slot[j]))
+					__builtin_prefetch(it->c.base + ent_off(g->nd->slot[j]));
+			continue;
+		}
+		const struct disk_obj *o;
+		if ((rc = index_obj(&it->c, e, &o)))
+			return err_set(rc, "%s: object at %llu fails its check", it->t->s->path,
+			               (unsigned long long)ent_off(e));
+		if (f->i + 4 < f->n && !ent_is_node(f->nd->slot[f->i + 4]))
+			__builtin_prefetch(it->c.base + ent_off(f->nd->slot[f->i + 4]));
+		if (++it->yielded > it->t->snap.objects)
+			return err_set(MS_ECORRUPT, "%s: the index holds more objects than its meta counts",
+			               it->t->s->path);
+		if (key) {
+			key->data = o + 1;
+			key->len = o->klen;
+		}
+		if (val) {
+			val->data = (const uint8_t *)(o + 1) + o->klen;
+			val->len = (size_t)obj_vlen(o);
+		}
+		return 0;
+	}
+	return MS_NOTFOUND;
+}
+
+void ms_iter_close(ms_iter *it) { free(it); }
