@@ -329,7 +329,7 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 		rc = err_errno(MS_ENOMEM, errno, "mmap %s", path);
 		goto out;
 	}
-	cs.txn_id = m[newest].txnid;
+	cs.txn_id = m[newest].commit_id;
 	check_tree(&ck, map, &m[newest], &cs);
 	if (ck.problems && mrc[1 - newest] == 0) {
 		/* Say whether the store still opens, at the commit before. */
@@ -340,7 +340,7 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 		if (quiet.problems == 0)
 			problem(&ck, (uint64_t)(1 - newest) * MS_PAGE,
 			        "commit %llu is damaged; the previous commit %llu is intact and is what opens",
-			        (unsigned long long)m[newest].txnid, (unsigned long long)m[1 - newest].txnid);
+			        (unsigned long long)m[newest].commit_id, (unsigned long long)m[1 - newest].commit_id);
 	}
 done:
 	cs.problems = ck.problems;

@@ -13,7 +13,7 @@
  *   0   magic        8  MS_MAGIC
  *   8   version      4  format version (MS_FORMAT_VERSION)
  *   12  page_size    4  MS_PAGE
- *   16  txnid        8  id of the commit this meta publishes
+ *   16  txnid        8  sequence number of this meta page (every commit and every clean close writes one)
  *   24  root         8  offset of the root index node, 0 for an empty store
  *   32  objects      8  live objects
  *   40  live_bytes   8  sum of key + value lengths
@@ -27,7 +27,8 @@
  *   104 ckpt_hash    8  XXH3-64 of the checkpoint bytes
  *   112 flags        8  MS_META_NOSYNC: this commit was written without syncs
  *   120 created      8  creation time, seconds since the epoch
- *   128 reserved    56  zero
+ *   128 commit_id    8  id of the newest user commit (ms_stats.txn_id); a clean close does not advance it
+ *   136 reserved    48  zero
  *   184 hash         8  XXH3-64 (seed MS_SEED_META) of bytes [0, 184)
  *
  * Index node (struct disk_node): a node of a hash array mapped trie, 5 bits of the key hash per level
@@ -114,7 +115,8 @@ struct disk_meta {
 	uint64_t ckpt_hash;
 	uint64_t flags;
 	uint64_t created;
-	uint64_t reserved[7];
+	uint64_t commit_id;
+	uint64_t reserved[6];
 	uint64_t hash;
 };
 _Static_assert(sizeof(struct disk_meta) == 192, "disk_meta size");
@@ -123,6 +125,7 @@ _Static_assert(__builtin_offsetof(struct disk_meta, root) == 24, "disk_meta.root
 _Static_assert(__builtin_offsetof(struct disk_meta, heap_end) == 64, "disk_meta.heap_end");
 _Static_assert(__builtin_offsetof(struct disk_meta, ckpt_off) == 80, "disk_meta.ckpt_off");
 _Static_assert(__builtin_offsetof(struct disk_meta, flags) == 112, "disk_meta.flags");
+_Static_assert(__builtin_offsetof(struct disk_meta, commit_id) == 128, "disk_meta.commit_id");
 _Static_assert(__builtin_offsetof(struct disk_meta, hash) == 184, "disk_meta.hash");
 
 struct disk_node {

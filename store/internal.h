@@ -90,7 +90,8 @@ uint32_t node_hash(const struct disk_node *n, unsigned nslots);
 
 /* ---- the committed state a snapshot sees ---- */
 struct snap {
-	uint64_t txnid;
+	uint64_t txnid;      /* meta sequence: orders snapshots and space reuse */
+	uint64_t commit_id;  /* user-visible id of the newest commit */
 	uint64_t root;       /* entry of the root node, 0 when empty */
 	uint64_t objects;
 	uint64_t live_bytes;

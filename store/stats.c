@@ -17,6 +17,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 		/* The allocator belongs to the writer: read it as the writer or between writers. */
 		if (!own)
 			pthread_mutex_lock(&s->wlock);
+		readers_release_pending(s); /* what no snapshot sees any more is free, not used */
 		alloc_stats(s->alloc, &as);
 		if (!own)
 			pthread_mutex_unlock(&s->wlock);
@@ -24,7 +25,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	pthread_mutex_lock(&s->lock);
 	st->objects = s->cur.objects;
 	st->live_bytes = s->cur.live_bytes;
-	st->txn_id = s->cur.txnid;
+	st->txn_id = s->cur.commit_id;
 	st->readers = s->n_readers;
 	st->object_bytes = s->cur.obj_bytes;
 	st->index_bytes = s->cur.node_bytes;

@@ -115,6 +115,7 @@ fail:
 static void snap_from_meta(struct snap *st, const struct disk_meta *m)
 {
 	st->txnid = m->txnid;
+	st->commit_id = m->commit_id;
 	st->root = m->root;
 	st->objects = m->objects;
 	st->live_bytes = m->live_bytes;

@@ -263,6 +263,7 @@ int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint
 	m.ckpt_txnid = ckpt_txnid;
 	m.flags = st->flags;
 	m.created = s->created;
+	m.commit_id = st->commit_id;
 	m.hash = meta_hash(&m);
 	if (sys_pwrite_full(s->fd, &m, sizeof m, (st->txnid % 2) * MS_PAGE))
 		return err_errno(MS_EIO, errno, "write meta page of %s", s->path);
@@ -313,6 +314,7 @@ int ms_txn_commit(ms_txn *t)
 	}
 	struct snap next = t->snap;
 	next.txnid = s->cur.txnid + 1;
+	next.commit_id = s->cur.commit_id + 1;
 	next.heap_end = s->file_size;
 	next.flags = (s->flags & MS_NOSYNC) ? MS_META_NOSYNC : 0;
 	bool durable = !(s->flags & MS_NOSYNC);
@@ -352,6 +354,7 @@ int ms_txn_commit(ms_txn *t)
 	}
 	pthread_mutex_unlock(&s->lock);
 	s->ckpt_on_disk = false;
+	readers_release_pending(s);
 	writer_end(t);
 	return 0;
 discard:
@@ -444,19 +447,73 @@ int ms_txn_del(ms_txn *t, const void *key, size_t klen)
 	return index_del(t, key_hash(t->s->hash_seed, key, klen), key, klen);
 }
 
-/* ---- iteration: depth-first over the trie ---- */
+/* ---- iteration: depth-first over the trie ----
+ *
+ * Objects are reached in hash order, which is random in the file, so each one is a cache (and TLB)
+ * miss. The iterator walks ahead of what it hands out and keeps ITER_AHEAD object fetches in flight
+ * (prefetches), so the misses overlap instead of adding up. */
+
+#define ITER_AHEAD 32u
 
 struct ms_iter {
 	ms_txn *t;
 	uint64_t gen;
 	struct ictx c;
-	int depth; /* -1: done */
+	int depth;        /* of the walk; -1 when the walk is done */
 	uint64_t yielded; /* more than the snapshot's object count means shared nodes: corrupt */
+	unsigned head, tail;
+	uint64_t ahead[ITER_AHEAD]; /* object entries walked but not yet handed out */
 	struct frame {
 		const struct disk_node *nd;
 		unsigned n, i;
 	} st[MS_MAX_DEPTH + 1];
 };
+
+static void prefetch_block(const struct ictx *c, uint64_t e, unsigned lines)
+{
+	const uint8_t *p = c->base + ent_off(e);
+	for (unsigned i = 0; i < lines; i++)
+		__builtin_prefetch(p + 64 * i);
+}
+
+static int iter_push_node(ms_iter *it, uint64_t e)
+{
+	if (it->depth == (int)MS_MAX_DEPTH)
+		return err_set(MS_ECORRUPT, "%s: collision list holds a node", it->t->s->path);
+	struct frame *g = &it->st[it->depth + 1];
+	int rc = index_node(&it->c, e, (unsigned)it->depth + 1, &g->nd, &g->n);
+	if (rc)
+		return err_set(rc, "%s: index node at %llu fails its check", it->t->s->path,
+		               (unsigned long long)ent_off(e));
+	g->i = 0;
+	it->depth++;
+	for (unsigned j = 0; j < g->n; j++)
+		if (ent_is_node(g->nd->slot[j]))
+			prefetch_block(&it->c, g->nd->slot[j], 2);
+	return 0;
+}
+
+/* Walk until the look-ahead ring is full or the trie is done. */
+static int iter_fill(ms_iter *it)
+{
+	while (it->tail - it->head < ITER_AHEAD && it->depth >= 0) {
+		struct frame *f = &it->st[it->depth];
+		if (f->i == f->n) {
+			it->depth--;
+			continue;
+		}
+		uint64_t e = f->nd->slot[f->i++];
+		if (ent_is_node(e)) {
+			int rc = iter_push_node(it, e);
+			if (rc)
+				return rc;
+			continue;
+		}
+		prefetch_block(&it->c, e, 2);
+		it->ahead[it->tail++ % ITER_AHEAD] = e;
+	}
+	return 0;
+}
 
 int ms_iter_open(ms_txn *t, ms_iter **out)
 {
@@ -487,49 +544,30 @@ int ms_iter_next(ms_iter *it, ms_val *key, ms_val *val)
 		return err_set(MS_EINVAL, "ms_iter_next: NULL iterator");
 	if (!it->t->rdonly && it->t->gen != it->gen)
 		return err_set(MS_EINVAL, "the transaction changed while an iterator was open");
-	while (it->depth >= 0) {
-		struct frame *f = &it->st[it->depth];
-		if (f->i == f->n) {
-			it->depth--;
-			continue;
-		}
-		uint64_t e = f->nd->slot[f->i++];
-		int rc;
-		if (ent_is_node(e)) {
-			if (it->depth == (int)MS_MAX_DEPTH)
-				return err_set(MS_ECORRUPT, "%s: collision list holds a node", it->t->s->path);
-			struct frame *g = &it->st[it->depth + 1];
-			if ((rc = index_node(&it->c, e, (unsigned)it->depth + 1, &g->nd, &g->n)))
-				return err_set(rc, "%s: index node at %llu fails its check", it->t->s->path,
-				               (unsigned long long)ent_off(e));
-			g->i = 0;
-			it->depth++;
-			/* Touch the next objects early: their lines arrive while this one is handed out. */
-			for (unsigned j = 0; j < g->n && j < 8; j++)
-				if (!ent_is_node(g->nd->slot[j]))
-					__builtin_prefetch(it->c.base + ent_off(g->nd->slot[j]));
-			continue;
-		}
-		const struct disk_obj *o;
-		if ((rc = index_obj(&it->c, e, &o)))
-			return err_set(rc, "%s: object at %llu fails its check", it->t->s->path,
-			               (unsigned long long)ent_off(e));
-		if (f->i + 4 < f->n && !ent_is_node(f->nd->slot[f->i + 4]))
-			__builtin_prefetch(it->c.base + ent_off(f->nd->slot[f->i + 4]));
-		if (++it->yielded > it->t->snap.objects)
-			return err_set(MS_ECORRUPT, "%s: the index holds more objects than its meta counts",
-			               it->t->s->path);
-		if (key) {
-			key->data = o + 1;
-			key->len = o->klen;
-		}
-		if (val) {
-			val->data = (const uint8_t *)(o + 1) + o->klen;
-			val->len = (size_t)obj_vlen(o);
-		}
-		return 0;
+	if (it->tail - it->head < ITER_AHEAD / 2) {
+		int rc = iter_fill(it);
+		if (rc)
+			return rc;
 	}
-	return MS_NOTFOUND;
+	if (it->head == it->tail)
+		return MS_NOTFOUND;
+	uint64_t e = it->ahead[it->head++ % ITER_AHEAD];
+	const struct disk_obj *o;
+	int rc = index_obj(&it->c, e, &o);
+	if (rc)
+		return err_set(rc, "%s: object at %llu fails its check", it->t->s->path,
+		               (unsigned long long)ent_off(e));
+	if (++it->yielded > it->t->snap.objects)
+		return err_set(MS_ECORRUPT, "%s: the index holds more objects than its meta counts", it->t->s->path);
+	if (key) {
+		key->data = o + 1;
+		key->len = o->klen;
+	}
+	if (val) {
+		val->data = (const uint8_t *)(o + 1) + o->klen;
+		val->len = (size_t)obj_vlen(o);
+	}
+	return 0;
 }
 
 void ms_iter_close(ms_iter *it) { free(it); }
