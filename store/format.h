@@ -63,8 +63,8 @@
  *       object clock field, which no hash covers).
  *   I6  The committed index is the single source of truth for allocated space: every heap byte not in
  *       a reachable block is free. The checkpoint (when ckpt_txnid == txnid) is a cache of that fact,
- *       written at clean close; the checkpoint block itself is free in the state it describes... it is
- *       booked as allocated in the blob and released after loading.
+ *       written at clean close; the checkpoint block is booked as allocated in its own blob and
+ *       released right after loading.
  *   I7  meta.objects, live_bytes, obj_bytes, node_bytes equal the sums over the reachable blocks.
  */
 #ifndef MSTORE_FORMAT_H

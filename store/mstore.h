@@ -164,7 +164,9 @@ MS_API const char *ms_last_error(void);
  * checksum and bounds, that no two blocks overlap, and that used + free space add up to the heap.
  * Each problem is reported through fn (may be NULL) with its file offset. Returns 0 when the store is
  * sound, MS_ECORRUPT when a problem was found, MS_EIO/MS_EINVAL when the file cannot be read.
- * `stats` (may be NULL) receives what was counted. Safe on any input; never modifies the file. */
+ * `stats` (may be NULL) receives what was counted. Safe on any input; never modifies the file.
+ * MS_EBUSY while another process has the store open for writing (its state is moving). When the
+ * newest commit is damaged but the one before is intact, that is reported as a problem too. */
 typedef void (*ms_check_fn)(void *ctx, uint64_t offset, const char *problem);
 typedef struct ms_check_stats {
 	uint64_t txn_id;      /* the commit that was checked */

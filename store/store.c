@@ -195,7 +195,7 @@ static int open_fd(ms_store *s, const ms_options *o)
 			continue;
 		}
 		if (e == ENOENT)
-			return err_errno(MS_EINVAL, e, "open %s (use MS_CREATE to create it)", s->path);
+			return err_errno(MS_EINVAL, e, "open %s", s->path);
 		if (e == EACCES || e == EPERM || e == EROFS)
 			return err_errno(ro ? MS_EIO : MS_ERDONLY, e, "open %s%s", s->path,
 			                 ro ? "" : " for writing");

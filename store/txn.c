@@ -84,6 +84,42 @@ void txn_release(struct ms_txn *t, uint64_t off, uint64_t size)
 	(void)rc;
 }
 
+/* Before a put: keep room for deletes. A delete copies the path of nodes it changes, and a transaction
+ * that deletes much copies much of the index (each node at most once). With a capacity, puts are
+ * budgeted by object bytes plus IDX_PER_OBJ per object (an index averages about 12 bytes per object,
+ * so half the budget covers a copy of the whole index), plus DEL_RESERVE: any delete-only transaction
+ * then fits in a full store, and afterwards exactly the objects it deleted fit again, whatever shape
+ * the index takes. Without a capacity the limit is the disk, which can only be learnt by growing: the
+ * file is grown ahead so that DEL_RESERVE stays free. */
+#define IDX_PER_OBJ 32u
+static int txn_room(struct ms_txn *t, uint64_t obj_bytes)
+{
+	ms_store *s = t->s;
+	if (s->capacity) {
+		uint64_t budget = s->capacity - MS_HEAP_START;
+		uint64_t want = t->snap.obj_bytes + obj_bytes + IDX_PER_OBJ * (t->snap.objects + 1) + DEL_RESERVE;
+		if (want > budget)
+			return err_set(MS_ENOSPC, "%s: capacity of %llu bytes reached", s->path,
+			               (unsigned long long)s->capacity);
+		return 0;
+	}
+	struct alloc_stats st;
+	alloc_stats(s->alloc, &st);
+	uint64_t need = obj_bytes + 16 * node_size(MS_FANOUT);
+	if (st.free_bytes >= need + DEL_RESERVE)
+		return 0;
+	readers_release_pending(s);
+	alloc_stats(s->alloc, &st);
+	if (st.free_bytes >= need + DEL_RESERVE)
+		return 0;
+	int rc = map_grow(s, s->file_size + need + DEL_RESERVE - st.free_bytes);
+	if (rc)
+		return rc;
+	t->base = s->base;
+	t->snap.heap_end = s->file_size;
+	return 0;
+}
+
 /* Make sure an operation's releases fit in t->freed without an allocation failure midway. */
 static int txn_reserve_freed(struct ms_txn *t)
 {
@@ -406,16 +442,8 @@ static int write_op(ms_txn *t, const void *key, size_t klen, size_t vlen, const 
 	if (vlen > MS_VLEN_MAX || (vlen && !val && !dst))
 		return err_set(MS_EINVAL, "bad value (length %zu)", vlen);
 	ms_store *s = t->s;
-	uint64_t need = alloc_round(obj_size(klen, vlen)) + 16 * node_size(MS_FANOUT);
-	if (s->capacity && s->file_size + need + DEL_RESERVE > s->capacity) {
-		struct alloc_stats st;
-		readers_release_pending(s);
-		alloc_stats(s->alloc, &st);
-		uint64_t room = st.free_bytes + (s->capacity > s->file_size ? s->capacity - s->file_size : 0);
-		if (room < need + DEL_RESERVE)
-			return err_set(MS_ENOSPC, "%s: capacity of %llu bytes reached", s->path,
-			               (unsigned long long)s->capacity);
-	}
+	if ((rc = txn_room(t, alloc_round(obj_size(klen, vlen)))))
+		return rc;
 	if ((rc = txn_reserve_freed(t)))
 		return rc;
 	return index_put(t, key_hash(s->hash_seed, key, klen), key, klen, vlen, dst, dst != NULL, val);

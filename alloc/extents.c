@@ -1,0 +1,661 @@
+/* alloc/extents.c - the region and its free extents, kept out of band in two treaps sharing one node
+ * per extent (by address to coalesce neighbours, by (length, address) for best fit with low addresses
+ * on ties); the table of allocated units (runs and large blocks); large blocks; create/grow/shrink. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- spare nodes ---- */
+
+static uint32_t next_prio(struct alloc *a)
+{
+	/* xorshift64*: priorities only need to be independent of the keys */
+	uint64_t x = a->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	a->rng = x;
+	return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+struct ext *alx_node_get(struct alloc *a)
+{
+	struct ext *n = a->pool;
+	a->pool = n->kid[0][0];
+	a->pool_n--;
+	memset(n, 0, sizeof *n);
+	n->prio = next_prio(a);
+	return n;
+}
+
+void alx_node_put(struct alloc *a, struct ext *n)
+{
+	n->kid[0][0] = a->pool;
+	a->pool = n;
+	a->pool_n++;
+}
+
+/* Make sure at least `total` nodes exist (in the treaps or spare). */
+int alx_node_reserve(struct alloc *a, uint64_t total)
+{
+	while (a->nodes < total) {
+		struct ext *n = malloc(sizeof *n);
+		if (!n)
+			return ALLOC_ENOMEM;
+		alx_node_put(a, n);
+		a->nodes++;
+	}
+	return ALLOC_OK;
+}
+
+/* Give back spare nodes once many units are gone; keeps nodes >= units + 2 (see alx_unit_reserve). */
+void alx_node_trim(struct alloc *a)
+{
+	uint64_t keep = a->nruns + a->nlarge + 16;
+	while (a->pool_n > 2 && a->nodes > keep) {
+		struct ext *n = a->pool;
+		a->pool = n->kid[0][0];
+		a->pool_n--;
+		a->nodes--;
+		free(n);
+	}
+}
+
+/* ---- treaps ---- */
+
+static int key_less(int t, const struct ext *x, const struct ext *y)
+{
+	if (t == ALX_BY_SIZE && x->len != y->len)
+		return x->len < y->len;
+	return x->off < y->off;
+}
+
+static void upd(int t, struct ext *x)
+{
+	if (t != ALX_BY_SIZE)
+		return;
+	uint8_t f = x->fit;
+	for (int d = 0; d < 2; d++) {
+		const struct ext *c = x->kid[t][d];
+		if (c && c->subfit > f)
+			f = c->subfit;
+	}
+	x->subfit = f;
+}
+
+static struct ext *rot(int t, struct ext *x, int d)
+{
+	struct ext *y = x->kid[t][d];
+	x->kid[t][d] = y->kid[t][!d];
+	y->kid[t][!d] = x;
+	upd(t, x);
+	upd(t, y);
+	return y;
+}
+
+static struct ext *tins(int t, struct ext *root, struct ext *n)
+{
+	if (!root) {
+		n->kid[t][0] = n->kid[t][1] = NULL;
+		upd(t, n);
+		return n;
+	}
+	int d = key_less(t, root, n);
+	root->kid[t][d] = tins(t, root->kid[t][d], n);
+	if (root->kid[t][d]->prio > root->prio)
+		return rot(t, root, d);
+	upd(t, root);
+	return root;
+}
+
+static struct ext *tmerge(int t, struct ext *l, struct ext *r)
+{
+	if (!l)
+		return r;
+	if (!r)
+		return l;
+	if (l->prio >= r->prio) {
+		l->kid[t][1] = tmerge(t, l->kid[t][1], r);
+		upd(t, l);
+		return l;
+	}
+	r->kid[t][0] = tmerge(t, l, r->kid[t][0]);
+	upd(t, r);
+	return r;
+}
+
+static struct ext *tdel(int t, struct ext *root, struct ext *n)
+{
+	if (!root)
+		return NULL;
+	if (root == n)
+		return tmerge(t, n->kid[t][0], n->kid[t][1]);
+	int d = key_less(t, root, n);
+	root->kid[t][d] = tdel(t, root->kid[t][d], n);
+	upd(t, root);
+	return root;
+}
+
+unsigned alx_hist_bucket(uint64_t len)
+{
+	unsigned b = 63u - (unsigned)__builtin_clzll(len);
+	return b < ALLOC_HIST_BUCKETS ? b : ALLOC_HIST_BUCKETS - 1;
+}
+
+/* Largest run size (as 1..4 for 4..32 KiB) that fits [off, off+len) at its alignment relative to base. */
+uint8_t alx_ext_fit(const struct alloc *a, uint64_t off, uint64_t len)
+{
+	uint64_t rel = off - a->base;
+	for (unsigned s = ALX_RUN_MAX_SHIFT; s >= ALX_RUN_MIN_SHIFT; s--) {
+		uint64_t r = 1ull << s;
+		if (len < r)
+			continue;
+		uint64_t pad = (r - (rel & (r - 1))) & (r - 1);
+		if (len - r >= pad)
+			return (uint8_t)(s - ALX_RUN_MIN_SHIFT + 1);
+	}
+	return 0;
+}
+
+static void size_insert(struct alloc *a, struct ext *n)
+{
+	n->fit = alx_ext_fit(a, n->off, n->len);
+	a->root[ALX_BY_SIZE] = tins(ALX_BY_SIZE, a->root[ALX_BY_SIZE], n);
+	a->ext_n++;
+	a->ext_bytes += n->len;
+	a->hist[alx_hist_bucket(n->len)]++;
+}
+
+static void size_remove(struct alloc *a, struct ext *n)
+{
+	a->root[ALX_BY_SIZE] = tdel(ALX_BY_SIZE, a->root[ALX_BY_SIZE], n);
+	a->ext_n--;
+	a->ext_bytes -= n->len;
+	a->hist[alx_hist_bucket(n->len)]--;
+}
+
+static void addr_insert(struct alloc *a, struct ext *n)
+{
+	a->root[ALX_BY_ADDR] = tins(ALX_BY_ADDR, a->root[ALX_BY_ADDR], n);
+}
+
+static void addr_remove(struct alloc *a, struct ext *n)
+{
+	a->root[ALX_BY_ADDR] = tdel(ALX_BY_ADDR, a->root[ALX_BY_ADDR], n);
+}
+
+static struct ext *addr_last(const struct alloc *a)
+{
+	struct ext *x = a->root[ALX_BY_ADDR];
+	while (x && x->kid[ALX_BY_ADDR][1])
+		x = x->kid[ALX_BY_ADDR][1];
+	return x;
+}
+
+/* Smallest extent (lowest address on ties) that can host an aligned run of 2^shift bytes. */
+struct ext *alx_ext_find_window(const struct alloc *a, unsigned shift)
+{
+	uint8_t need = (uint8_t)(shift - ALX_RUN_MIN_SHIFT + 1);
+	struct ext *x = a->root[ALX_BY_SIZE];
+	if (!x || x->subfit < need)
+		return NULL;
+	for (;;) {
+		struct ext *l = x->kid[ALX_BY_SIZE][0];
+		if (l && l->subfit >= need)
+			x = l;
+		else if (x->fit >= need)
+			return x;
+		else
+			x = x->kid[ALX_BY_SIZE][1];
+	}
+}
+
+uint64_t alx_ext_window_start(const struct alloc *a, const struct ext *x, unsigned shift)
+{
+	uint64_t r = 1ull << shift, rel = x->off - a->base;
+	return x->off + ((r - (rel & (r - 1))) & (r - 1));
+}
+
+/* The free extent that contains all of [off, off+len), or NULL. */
+struct ext *alx_ext_containing(const struct alloc *a, uint64_t off, uint64_t len)
+{
+	struct ext *x = a->root[ALX_BY_ADDR], *floor = NULL;
+	while (x) {
+		if (x->off <= off) {
+			floor = x;
+			x = x->kid[ALX_BY_ADDR][1];
+		} else {
+			x = x->kid[ALX_BY_ADDR][0];
+		}
+	}
+	if (!floor || off - floor->off > floor->len || floor->len - (off - floor->off) < len)
+		return NULL;
+	return floor;
+}
+
+/* Take [off, off+len) out of free extent x. Needs one spare node when the cut is in the middle.
+ * Shortening an extent in place never changes its rank by address (its neighbours are not free),
+ * so only the size treap is touched unless a piece appears or disappears. */
+void alx_ext_carve(struct alloc *a, struct ext *x, uint64_t off, uint64_t len)
+{
+	uint64_t xend = x->off + x->len, cend = off + len;
+	bool left = off > x->off, right = cend < xend;
+	size_remove(a, x);
+	if (left) {
+		x->len = off - x->off;
+		size_insert(a, x);
+		if (right) {
+			struct ext *y = alx_node_get(a);
+			y->off = cend;
+			y->len = xend - cend;
+			addr_insert(a, y);
+			size_insert(a, y);
+		}
+	} else if (right) {
+		x->off = cend;
+		x->len = xend - cend;
+		size_insert(a, x);
+	} else {
+		addr_remove(a, x);
+		alx_node_put(a, x);
+	}
+}
+
+/* Return [off, off+len) (not free, inside the region) to the free extents, merging with neighbours. */
+void alx_ext_give(struct alloc *a, uint64_t off, uint64_t len)
+{
+	struct ext *x = a->root[ALX_BY_ADDR], *p = NULL, *s = NULL;
+	while (x) {
+		if (x->off < off) {
+			p = x;
+			x = x->kid[ALX_BY_ADDR][1];
+		} else {
+			s = x;
+			x = x->kid[ALX_BY_ADDR][0];
+		}
+	}
+	bool jp = p && p->off + p->len == off;
+	bool js = s && s->off == off + len;
+	if (jp && js) {
+		size_remove(a, p);
+		size_remove(a, s);
+		addr_remove(a, s);
+		p->len += len + s->len;
+		size_insert(a, p);
+		alx_node_put(a, s);
+	} else if (jp) {
+		size_remove(a, p);
+		p->len += len;
+		size_insert(a, p);
+	} else if (js) {
+		size_remove(a, s);
+		s->off = off;
+		s->len += len;
+		size_insert(a, s);
+	} else {
+		struct ext *n = alx_node_get(a);
+		n->off = off;
+		n->len = len;
+		addr_insert(a, n);
+		size_insert(a, n);
+	}
+}
+
+/* Classic stack construction of a treap from nodes already in key order. */
+static struct ext *cartesian(int t, struct ext **v, size_t n, struct ext **stack)
+{
+	size_t sp = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct ext *x = v[i], *last = NULL;
+		x->kid[t][0] = x->kid[t][1] = NULL;
+		while (sp && stack[sp - 1]->prio < x->prio)
+			last = stack[--sp];
+		x->kid[t][0] = last;
+		if (sp)
+			stack[sp - 1]->kid[t][1] = x;
+		stack[sp++] = x;
+	}
+	return sp ? stack[0] : NULL;
+}
+
+static void fix_subfit(struct ext *x)
+{
+	if (!x)
+		return;
+	fix_subfit(x->kid[ALX_BY_SIZE][0]);
+	fix_subfit(x->kid[ALX_BY_SIZE][1]);
+	upd(ALX_BY_SIZE, x);
+}
+
+int alx_ext_build(struct alloc *a, struct ext **byaddr, size_t n)
+{
+	if (n == 0) {
+		a->root[0] = a->root[1] = NULL;
+		return ALLOC_OK;
+	}
+	struct ext **stack = malloc(n * sizeof *stack);
+	struct alx_kv *kv = malloc(n * sizeof *kv);
+	if (!stack || !kv) {
+		free(stack);
+		free(kv);
+		return ALLOC_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct ext *x = byaddr[i];
+		x->fit = alx_ext_fit(a, x->off, x->len);
+		a->ext_n++;
+		a->ext_bytes += x->len;
+		a->hist[alx_hist_bucket(x->len)]++;
+		kv[i].key = x->len;
+		kv[i].val = (uint64_t)(uintptr_t)x;
+	}
+	/* stable by length over address order = (length, address) order */
+	if (alx_sort_kv(kv, n) != ALLOC_OK) {
+		free(stack);
+		free(kv);
+		return ALLOC_ENOMEM;
+	}
+	a->root[ALX_BY_ADDR] = cartesian(ALX_BY_ADDR, byaddr, n, stack);
+	struct ext **bysize = (struct ext **)byaddr; /* reuse: the address order is no longer needed */
+	for (size_t i = 0; i < n; i++)
+		bysize[i] = (struct ext *)(uintptr_t)kv[i].val;
+	a->root[ALX_BY_SIZE] = cartesian(ALX_BY_SIZE, bysize, n, stack);
+	fix_subfit(a->root[ALX_BY_SIZE]);
+	free(stack);
+	free(kv);
+	return ALLOC_OK;
+}
+
+/* ---- unit table ---- */
+
+uint64_t alx_tab_home(const struct alloc *a, uint64_t key)
+{
+	return (key * 0x9E3779B97F4A7C15ull) >> a->tab_shift;
+}
+
+struct alx_slot *alx_tab_find(const struct alloc *a, uint64_t key)
+{
+	uint64_t mask = a->tab_cap - 1;
+	for (uint64_t i = alx_tab_home(a, key);; i = (i + 1) & mask) {
+		struct alx_slot *s = &a->tab[i];
+		if (s->key == key)
+			return s;
+		if (s->key == 0)
+			return NULL;
+	}
+}
+
+static void tab_place(struct alloc *a, uint64_t key, uint64_t val)
+{
+	uint64_t mask = a->tab_cap - 1, i = alx_tab_home(a, key);
+	while (a->tab[i].key != 0)
+		i = (i + 1) & mask;
+	a->tab[i].key = key;
+	a->tab[i].val = val;
+}
+
+static int tab_rehash(struct alloc *a, uint64_t cap)
+{
+	struct alx_slot *old = a->tab, *nt = calloc(cap, sizeof *nt);
+	uint64_t oldcap = a->tab_cap;
+	if (!nt)
+		return ALLOC_ENOMEM;
+	a->tab = nt;
+	a->tab_cap = cap;
+	a->tab_shift = 64u - (unsigned)__builtin_ctzll(cap);
+	for (uint64_t i = 0; i < oldcap; i++)
+		if (old[i].key)
+			tab_place(a, old[i].key, old[i].val);
+	free(old);
+	return ALLOC_OK;
+}
+
+/* Room for `extra` more entries at a load of at most 3/4 (linear probing stays short). */
+int alx_tab_reserve(struct alloc *a, uint64_t extra)
+{
+	uint64_t want = a->tab_n + extra, cap = a->tab_cap;
+	while (want > cap / 4 * 3) {
+		if (cap > UINT64_MAX / 2 / sizeof(struct alx_slot))
+			return ALLOC_ENOMEM;
+		cap *= 2;
+	}
+	return cap == a->tab_cap ? ALLOC_OK : tab_rehash(a, cap);
+}
+
+void alx_tab_put(struct alloc *a, uint64_t key, uint64_t val)
+{
+	tab_place(a, key, val);
+	a->tab_n++;
+}
+
+/* Delete by backward shift so lookups never need tombstones. May shrink the table (best effort). */
+void alx_tab_del(struct alloc *a, struct alx_slot *s)
+{
+	uint64_t mask = a->tab_cap - 1, i = (uint64_t)(s - a->tab), j = i;
+	for (;;) {
+		j = (j + 1) & mask;
+		if (a->tab[j].key == 0)
+			break;
+		uint64_t k = alx_tab_home(a, a->tab[j].key);
+		/* move j into the hole at i unless its home lies cyclically in (i, j] */
+		bool stays = (i <= j) ? (i < k && k <= j) : (i < k || k <= j);
+		if (!stays) {
+			a->tab[i] = a->tab[j];
+			i = j;
+		}
+	}
+	a->tab[i].key = 0;
+	a->tab[i].val = 0;
+	a->tab_n--;
+	if (a->tab_cap > 64 && a->tab_n < a->tab_cap / 8)
+		(void)tab_rehash(a, a->tab_cap / 2);
+}
+
+/* Everything creating a unit might need, taken before anything changes: a table slot, and nodes so
+ * that nodes >= units + 2 still holds after it. Free extents never outnumber units + 1 (they are
+ * maximal and separated by units), so every later free finds a spare node. */
+int alx_unit_reserve(struct alloc *a)
+{
+	int rc = alx_tab_reserve(a, 1);
+	if (rc == ALLOC_OK)
+		rc = alx_node_reserve(a, a->nruns + a->nlarge + 3);
+	return rc;
+}
+
+/* ---- large blocks ---- */
+
+int alx_large_alloc(struct alloc *a, uint64_t size, uint64_t *off)
+{
+	uint64_t len = alloc_round(size);
+	struct ext *x = a->root[ALX_BY_SIZE], *best = NULL;
+	while (x) {
+		if (x->len >= len) {
+			best = x;
+			x = x->kid[ALX_BY_SIZE][0];
+		} else {
+			x = x->kid[ALX_BY_SIZE][1];
+		}
+	}
+	if (!best)
+		return ALLOC_ENOSPC;
+	int rc = alx_unit_reserve(a);
+	if (rc != ALLOC_OK)
+		return rc;
+	uint64_t o = best->off;
+	alx_ext_carve(a, best, o, len);
+	alx_tab_put(a, o | ALX_TAG_LARGE, size);
+	a->nlarge++;
+	a->blocks++;
+	a->used += len;
+	a->waste += len - size;
+	*off = o;
+	return ALLOC_OK;
+}
+
+int alx_large_free(struct alloc *a, uint64_t off, uint64_t size)
+{
+	struct alx_slot *s = alx_tab_find(a, off | ALX_TAG_LARGE);
+	if (!s || s->val != size)
+		return ALLOC_EINVAL;
+	uint64_t len = alloc_round(size);
+	alx_tab_del(a, s);
+	alx_ext_give(a, off, len);
+	a->nlarge--;
+	a->blocks--;
+	a->used -= len;
+	a->waste -= len - size;
+	alx_node_trim(a);
+	return ALLOC_OK;
+}
+
+int alx_large_mark(struct alloc *a, uint64_t off, uint64_t size)
+{
+	uint64_t len = alloc_round(size);
+	if (len == 0 || len > a->end - off)
+		return ALLOC_EINVAL;
+	struct ext *x = alx_ext_containing(a, off, len);
+	if (!x)
+		return ALLOC_EINVAL;
+	int rc = alx_unit_reserve(a);
+	if (rc != ALLOC_OK)
+		return rc;
+	alx_ext_carve(a, x, off, len);
+	alx_tab_put(a, off | ALX_TAG_LARGE, size);
+	a->nlarge++;
+	a->blocks++;
+	a->used += len;
+	a->waste += len - size;
+	return ALLOC_OK;
+}
+
+/* ---- lifetime and region ---- */
+
+struct alloc *alx_new(uint64_t base, uint64_t end)
+{
+	struct alloc *a = calloc(1, sizeof *a);
+	if (!a)
+		return NULL;
+	a->base = base;
+	a->end = end;
+	a->rng = 0x9E3779B97F4A7C15ull ^ base;
+	if (a->rng == 0)
+		a->rng = 1;
+	a->tab_cap = 16;
+	a->tab_shift = 60;
+	a->tab = calloc(a->tab_cap, sizeof *a->tab);
+	if (!a->tab || alx_node_reserve(a, 2) != ALLOC_OK) {
+		alx_free_all(a);
+		return NULL;
+	}
+	return a;
+}
+
+static void free_tree(struct ext *x)
+{
+	while (x) {
+		free_tree(x->kid[ALX_BY_ADDR][0]);
+		struct ext *r = x->kid[ALX_BY_ADDR][1];
+		free(x);
+		x = r;
+	}
+}
+
+void alx_free_all(struct alloc *a)
+{
+	if (!a)
+		return;
+	free_tree(a->root[ALX_BY_ADDR]);
+	while (a->pool) {
+		struct ext *n = a->pool;
+		a->pool = n->kid[0][0];
+		free(n);
+	}
+	if (a->tab) {
+		for (uint64_t i = 0; i < a->tab_cap; i++)
+			if ((a->tab[i].key & ALX_TAG_MASK) == ALX_TAG_RUN)
+				free((struct run *)(uintptr_t)a->tab[i].val);
+		free(a->tab);
+	}
+	for (unsigned c = 0; c < ALX_NCLASSES; c++)
+		free(a->heap[c].v);
+	free(a);
+}
+
+int alloc_create(uint64_t base, uint64_t end, struct alloc **out)
+{
+	if (!out || base % ALLOC_ALIGN || end % ALLOC_ALIGN || end < base)
+		return ALLOC_EINVAL;
+	struct alloc *a = alx_new(base, end);
+	if (!a)
+		return ALLOC_ENOMEM;
+	if (end > base) {
+		struct ext *n = alx_node_get(a);
+		n->off = base;
+		n->len = end - base;
+		addr_insert(a, n);
+		size_insert(a, n);
+	}
+	*out = a;
+	return ALLOC_OK;
+}
+
+void alloc_destroy(struct alloc *a)
+{
+	alx_free_all(a);
+}
+
+int alloc_grow(struct alloc *a, uint64_t new_end)
+{
+	if (!a || new_end % ALLOC_ALIGN || new_end < a->end)
+		return ALLOC_EINVAL;
+	if (new_end == a->end)
+		return ALLOC_OK;
+	struct ext *last = addr_last(a);
+	if (last && last->off + last->len == a->end) {
+		size_remove(a, last);
+		last->len += new_end - a->end;
+		size_insert(a, last);
+	} else {
+		/* a spare node always exists (nodes >= units + 2), this only guards a broken invariant */
+		if (a->pool_n == 0 && alx_node_reserve(a, a->nodes + 1) != ALLOC_OK)
+			return ALLOC_ENOMEM;
+		struct ext *n = alx_node_get(a);
+		n->off = a->end;
+		n->len = new_end - a->end;
+		addr_insert(a, n);
+		size_insert(a, n);
+	}
+	a->end = new_end;
+	return ALLOC_OK;
+}
+
+int alloc_shrink(struct alloc *a, uint64_t new_end)
+{
+	if (!a || new_end % ALLOC_ALIGN || new_end < a->base || new_end > a->end)
+		return ALLOC_EINVAL;
+	if (new_end == a->end)
+		return ALLOC_OK;
+	struct ext *last = addr_last(a);
+	if (!last || last->off + last->len != a->end || last->off > new_end)
+		return ALLOC_EINVAL;
+	size_remove(a, last);
+	if (last->off == new_end) {
+		addr_remove(a, last);
+		alx_node_put(a, last);
+	} else {
+		last->len = new_end - last->off;
+		size_insert(a, last);
+	}
+	a->end = new_end;
+	alx_node_trim(a);
+	return ALLOC_OK;
+}
+
+uint64_t alloc_tail_free(const struct alloc *a)
+{
+	if (!a)
+		return 0;
+	const struct ext *last = addr_last(a);
+	return last && last->off + last->len == a->end ? last->len : 0;
+}
