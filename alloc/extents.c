@@ -193,28 +193,39 @@ static struct ext *addr_last(const struct alloc *a)
 	return x;
 }
 
-/* Smallest extent (lowest address on ties) that can host an aligned run of 2^shift bytes. */
+/* Where a new run goes: the free extent at the end of the region when it can host an aligned run of
+ * 2^shift bytes, else the largest one that can. Runs are carved from the tail or the biggest free
+ * space, never from the tightest: holes a freed large block left keep their size for the next block
+ * of that size (a full heap that frees half its large blocks takes as many again), and small blocks
+ * crowd together. */
 struct ext *alx_ext_find_window(const struct alloc *a, unsigned shift)
 {
 	uint8_t need = (uint8_t)(shift - ALX_RUN_MIN_SHIFT + 1);
+	struct ext *last = addr_last(a);
+	if (last && last->fit >= need)
+		return last;
 	struct ext *x = a->root[ALX_BY_SIZE];
 	if (!x || x->subfit < need)
 		return NULL;
 	for (;;) {
-		struct ext *l = x->kid[ALX_BY_SIZE][0];
-		if (l && l->subfit >= need)
-			x = l;
+		struct ext *r = x->kid[ALX_BY_SIZE][1];
+		if (r && r->subfit >= need)
+			x = r;
 		else if (x->fit >= need)
 			return x;
 		else
-			x = x->kid[ALX_BY_SIZE][1];
+			x = x->kid[ALX_BY_SIZE][0];
 	}
 }
 
+/* The highest aligned window of 2^shift bytes in x: runs fill a free extent from its top while large
+ * blocks fill it from its bottom, so the two kinds meet in the middle instead of interleaving (a run
+ * freed between two large blocks would leave a hole too small for either). */
 uint64_t alx_ext_window_start(const struct alloc *a, const struct ext *x, unsigned shift)
 {
-	uint64_t r = 1ull << shift, rel = x->off - a->base;
-	return x->off + ((r - (rel & (r - 1))) & (r - 1));
+	uint64_t r = 1ull << shift;
+	uint64_t top = x->off + x->len - r; /* x can host the window: len >= r */
+	return top - ((top - a->base) & (r - 1));
 }
 
 /* The free extent that contains all of [off, off+len), or NULL. */

@@ -13,12 +13,14 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 {
 	if (m->magic != MS_MAGIC)
 		return *why = "bad magic (not an mstore file)", MS_ECORRUPT;
+	/* Every format version keeps magic, version and the hash of bytes [0, 184) where they are, so a
+	 * newer version is told from a damaged version field by the hash. */
+	if (meta_hash(m) != m->hash)
+		return *why = "meta page checksum mismatch", MS_ECORRUPT;
 	if (m->version > MS_FORMAT_VERSION)
 		return *why = "format version newer than this library", MS_EVERSION;
 	if (m->version == 0)
 		return *why = "format version 0", MS_ECORRUPT;
-	if (meta_hash(m) != m->hash)
-		return *why = "meta page checksum mismatch", MS_ECORRUPT;
 	if (m->page_size != MS_PAGE)
 		return *why = "unsupported page size", MS_ECORRUPT;
 	if (m->heap_end < MS_HEAP_START || (m->heap_end & (MS_ALIGN - 1)) || m->heap_end >= MS_OFF_LIMIT)

@@ -109,9 +109,55 @@ struct pending {
 	struct blocks blocks;
 };
 
+/* ---- readers.c: the lock file ---- */
+#define MS_READER_SLOTS 1024u
+#define MS_COMMIT_RING 1024u
+
+struct reader_slot {
+	_Atomic uint32_t pid;   /* 0: free */
+	_Atomic uint32_t ready; /* root/heap_end/commit_id below describe txnid */
+	_Atomic uint64_t txnid; /* meta sequence of the snapshot; 0 while claiming */
+	uint64_t commit_id;
+	uint64_t root;
+	uint64_t heap_end;
+	uint64_t began_ns;
+	uint64_t pad[2];
+};
+_Static_assert(sizeof(struct reader_slot) == 64, "reader slot is one cache line");
+
+struct lock_file {
+	_Atomic uint64_t magic;
+	uint32_t version, nslots;
+	_Atomic uint64_t txnid; /* newest committed meta sequence */
+	uint64_t pad0[5];
+	_Alignas(64) pthread_mutex_t wmutex; /* robust, process-shared: the writer lock */
+	_Alignas(64) _Atomic uint64_t ring_txnid[MS_COMMIT_RING]; /* bytes freed by recent commits */
+	_Atomic uint64_t ring_freed[MS_COMMIT_RING];
+	_Alignas(64) struct reader_slot slots[MS_READER_SLOTS];
+};
+
+struct ms_store;
+int lock_open(struct ms_store *s, bool *first);
+void lock_close(struct ms_store *s);
+bool lock_alone(struct ms_store *s);
+int lock_writer(struct ms_store *s, bool *owner_died);
+void unlock_writer(struct ms_store *s);
+int reader_claim(struct ms_store *s, struct reader_slot **out);
+void reader_publish(struct reader_slot *r, const struct snap *sn);
+void reader_release(struct reader_slot *r);
+void readers_clear_stale(struct ms_store *s, unsigned *cleared);
+uint64_t readers_oldest(struct ms_store *s);
+uint64_t readers_count(struct ms_store *s);
+void readers_note_commit(struct ms_store *s, uint64_t txnid, uint64_t freed_bytes);
+
 struct ms_store {
 	char *path;
 	int fd;
+	int lock_fd;
+	struct lock_file *lf;
+	uint32_t pid;
+	unsigned slot_hint;
+	uint64_t alloc_txnid; /* the commit the allocator describes; 0: none yet */
 	unsigned flags;
 	uint64_t capacity;
 	uint64_t hash_seed;
@@ -126,10 +172,9 @@ struct ms_store {
 	size_t n_old_maps;
 
 	pthread_mutex_t wlock;     /* held by the open write transaction */
-	pthread_mutex_t lock;      /* guards cur, readers, pending, txns, base */
-	struct snap cur;           /* newest committed state */
-	uint64_t *readers;         /* snapshot txnids of open read transactions (a multiset) */
-	size_t n_readers, cap_readers;
+	pthread_mutex_t maplock;   /* serialises replacing the mapping */
+	pthread_mutex_t lock;      /* guards cur, pending, txns, base */
+	struct snap cur;           /* newest committed state known to this process */
 	struct pending *pending, *pending_tail; /* oldest first */
 	uint64_t pinned_bytes;
 	struct ms_txn *txns;       /* every open transaction, so close can end them */
@@ -152,6 +197,7 @@ struct ms_txn {
 	ms_store *s;
 	struct ms_txn *next, *prev; /* in s->txns */
 	bool rdonly;
+	struct reader_slot *slot;   /* reader: its slot in the reader table */
 	struct snap snap;           /* reader: the snapshot; writer: the working state */
 	uint8_t *base;              /* mapping this transaction reads through */
 	uint64_t hits, misses;
@@ -165,6 +211,7 @@ struct ms_txn {
 int map_open(ms_store *s);
 void map_close(ms_store *s);
 int map_grow(ms_store *s, uint64_t need_end); /* grow file and heap to at least need_end */
+int map_extend(ms_store *s, uint64_t need);   /* map at least need bytes (the file already is) */
 static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 /* ---- index.c ---- */
@@ -208,6 +255,10 @@ void readers_release_pending(ms_store *s); /* under wlock: hand reusable pending
 int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint64_t ckpt_len,
                      uint64_t ckpt_hash, uint64_t ckpt_txnid);
 void txn_end_all(ms_store *s);
+/* store.c: the snapshot of meta sequence t (the newest if t == 0), read from the mapping when another
+ * process wrote it; MS_NOTFOUND when that meta page was overwritten meanwhile. */
+int store_snap(ms_store *s, uint64_t t, struct snap *out);
+int store_writer_sync(ms_store *s); /* under the writer lock: bring cur and the allocator up to date */
 
 /* ---- check.c ---- */
 struct rebuild {

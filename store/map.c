@@ -17,6 +17,8 @@
 #define GROW_MIN (1ull << 20)
 #define GROW_ALIGN (64ull << 10)
 
+static int map_extend_locked(ms_store *s, uint64_t need);
+
 int map_open(ms_store *s)
 {
 	int prot = PROT_READ | ((s->flags & MS_READONLY) ? 0 : PROT_WRITE);
@@ -50,8 +52,19 @@ void map_close(ms_store *s)
 	s->n_old_maps = 0;
 }
 
-/* A larger mapping for a store past its reservation; the old one stays mapped (see above). */
-static int map_extend(ms_store *s, uint64_t need)
+/* A larger mapping for a store past its reservation; the old one stays mapped (see above). Called by
+ * the writer growing the file and by any thread that meets a snapshot another process grew. */
+int map_extend(ms_store *s, uint64_t need)
+{
+	pthread_mutex_lock(&s->maplock);
+	int rc = 0;
+	if (need > s->reserve)
+		rc = map_extend_locked(s, need);
+	pthread_mutex_unlock(&s->maplock);
+	return rc;
+}
+
+static int map_extend_locked(ms_store *s, uint64_t need)
 {
 	uint64_t want = s->reserve * 2;
 	while (want < need)
@@ -60,8 +73,8 @@ static int map_extend(ms_store *s, uint64_t need)
 	if (!om)
 		return MS_ENOMEM;
 	s->old_maps = om;
-	void *p = ms_sys.mmap(NULL, (size_t)want, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-	                      s->fd, 0);
+	int prot = PROT_READ | ((s->flags & MS_READONLY) ? 0 : PROT_WRITE);
+	void *p = ms_sys.mmap(NULL, (size_t)want, prot, MAP_SHARED | MAP_NORESERVE, s->fd, 0);
 	if (p == MAP_FAILED)
 		return err_errno(MS_ENOMEM, errno, "mmap %s (%llu bytes)", s->path, (unsigned long long)want);
 	om[s->n_old_maps].base = s->base;

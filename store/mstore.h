@@ -4,6 +4,10 @@
  * The file is mapped into memory and reads hand back pointers into the mapping (zero-copy). Commits
  * are copy-on-write and atomic; by default a commit that returned 0 survives power loss.
  *
+ * Processes: any number of processes may open the same store; write transactions of all of them take
+ * turns (a robust process-shared mutex in the lock file FILE-lock, so a writer killed with -9 does not
+ * block the others), and readers never wait. The lock file holds no durable state.
+ *
  * Threads: one ms_store handle may be shared by the threads of a process. A transaction is used by
  * one thread at a time. A thread may hold any number of read transactions and at most one write
  * transaction. Write transactions are serialised: ms_txn_begin for writing waits while another write
@@ -154,6 +158,24 @@ MS_API void ms_iter_close(ms_iter *it);
 MS_API int ms_sync(ms_store *s);
 
 MS_API int ms_stat(ms_store *s, ms_stats *st);
+
+/* Readers across all processes that have the store open. Each open read transaction holds a slot in
+ * the reader table (in the lock file FILE-lock beside the store) with its process id and snapshot.
+ * ms_readers calls fn for each slot in use (stop by returning non-zero). pinned_bytes is the space
+ * freed by commits newer than the reader's snapshot, which cannot be reused while it lives (a lower
+ * bound when the reader is older than the last 1024 commits). */
+typedef struct ms_reader_info {
+	uint64_t pid;          /* process holding the snapshot */
+	uint64_t txn_id;       /* the commit it sees */
+	uint64_t age_ns;       /* how long ago its transaction began */
+	uint64_t pinned_bytes; /* space it keeps from reuse */
+	int alive;             /* 0 when the process is gone (a stale slot) */
+} ms_reader_info;
+MS_API int ms_readers(ms_store *s, int (*fn)(void *ctx, const ms_reader_info *r), void *ctx);
+
+/* Free the slots of readers whose process is gone; *cleared (may be NULL) gets how many. Writers do
+ * this by themselves when they look for the oldest reader. */
+MS_API int ms_reader_check(ms_store *s, unsigned *cleared);
 
 /* A sentence for a return code, and the calling thread's last failure in detail (the file, the call
  * and the reason; "" when none). */

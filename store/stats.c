@@ -13,7 +13,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	struct alloc_stats as;
 	memset(&as, 0, sizeof as);
 	bool own = s->wtxn && pthread_equal(s->wtxn_thread, pthread_self());
-	if (!(s->flags & MS_READONLY)) {
+	if (!(s->flags & MS_READONLY) && s->alloc) {
 		/* The allocator belongs to the writer: read it as the writer or between writers. */
 		if (!own)
 			pthread_mutex_lock(&s->wlock);
@@ -22,11 +22,18 @@ int ms_stat(ms_store *s, ms_stats *st)
 		if (!own)
 			pthread_mutex_unlock(&s->wlock);
 	}
+	struct snap newest;
+	if (store_snap(s, 0, &newest) == 0) { /* another process may have committed */
+		pthread_mutex_lock(&s->lock);
+		if (newest.txnid > s->cur.txnid)
+			s->cur = newest;
+		pthread_mutex_unlock(&s->lock);
+	}
 	pthread_mutex_lock(&s->lock);
 	st->objects = s->cur.objects;
 	st->live_bytes = s->cur.live_bytes;
 	st->txn_id = s->cur.commit_id;
-	st->readers = s->n_readers;
+	st->readers = readers_count(s);
 	st->object_bytes = s->cur.obj_bytes;
 	st->index_bytes = s->cur.node_bytes;
 	st->pinned_bytes = s->pinned_bytes;
@@ -34,8 +41,8 @@ int ms_stat(ms_store *s, ms_stats *st)
 	pthread_mutex_unlock(&s->lock);
 	struct stat sb;
 	st->file_bytes = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
-	if (s->flags & MS_READONLY) {
-		/* No allocator in a read-only handle: the committed blocks are all that is used. */
+	if ((s->flags & MS_READONLY) || !s->alloc) {
+		/* No allocator in a read-only handle (or before this process first wrote): the committed blocks are all that is used. */
 		st->used_bytes = s->cur.obj_bytes + s->cur.node_bytes;
 		uint64_t heap = heap_end - MS_HEAP_START;
 		st->free_bytes = heap > st->used_bytes ? heap - st->used_bytes : 0;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -180,6 +179,197 @@ static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region
 	return rc;
 }
 
+/* Make the mapping cover `end` bytes when another process grew the file past our reservation. */
+static int map_cover(ms_store *s, uint64_t end)
+{
+	return map_extend(s, end); /* checks under its lock whether anything is to do */
+}
+
+int store_snap(ms_store *s, uint64_t t, struct snap *out)
+{
+	pthread_mutex_lock(&s->lock);
+	if (t && s->cur.txnid == t) {
+		*out = s->cur;
+		pthread_mutex_unlock(&s->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	/* Written by another process (or a newer commit): read the meta pages from the mapping. A page
+	 * being rewritten right now fails its checksum; the caller tries again. */
+	struct disk_meta m[2];
+	memcpy(m, s->base, sizeof m[0]);
+	memcpy(&m[1], s->base + MS_PAGE, sizeof m[1]);
+	atomic_thread_fence(memory_order_acquire);
+	struct stat sb;
+	uint64_t fsize = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
+	int best = -1;
+	for (int i = 0; i < 2; i++) {
+		const char *why;
+		if (meta_check(&m[i], fsize, &why) || m[i].txnid % 2 != (uint64_t)i || m[i].hash_seed != s->hash_seed)
+			continue;
+		if (t ? m[i].txnid == t : (best < 0 || m[i].txnid > m[best].txnid))
+			best = i;
+	}
+	if (best < 0)
+		return MS_NOTFOUND;
+	int rc = map_cover(s, m[best].heap_end);
+	if (rc)
+		return rc;
+	snap_from_meta(out, &m[best]);
+	pthread_mutex_lock(&s->lock);
+	if (out->txnid > s->cur.txnid)
+		s->cur = *out;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int cmp_off(const void *a, const void *b)
+{
+	const struct alloc_block *x = a, *y = b;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static void pending_drop_all(ms_store *s)
+{
+	pthread_mutex_lock(&s->lock);
+	struct pending *p = s->pending;
+	while (p) {
+		struct pending *n = p->next;
+		blocks_free(&p->blocks);
+		free(p);
+		p = n;
+	}
+	s->pending = s->pending_tail = NULL;
+	s->pinned_bytes = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Another process committed since this one's allocator was built (or it never had one): rebuild it
+ * from the newest commit's index plus every live reader's snapshot, so that nothing a reader can see
+ * is handed out. What only readers see is booked as pending, reusable once they are gone. */
+static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_end)
+{
+	struct ictx c = { s->base, cur->heap_end, NULL };
+	struct rebuild rb;
+	memset(&rb, 0, sizeof rb);
+	uint64_t bad = 0;
+	const char *why = NULL;
+	int rc = rebuild_collect(&c, cur->root, s->hash_seed, false, &rb, &bad, &why);
+	size_t n_cur = rb.n;
+	for (unsigned i = 0; rc == 0 && i < MS_READER_SLOTS; i++) {
+		struct reader_slot *r = &s->lf->slots[i];
+		if (!atomic_load(&r->pid) || !atomic_load(&r->ready) || atomic_load(&r->txnid) == cur->txnid)
+			continue;
+		struct ictx rc_ctx = { s->base, r->heap_end, NULL };
+		struct rebuild extra;
+		memset(&extra, 0, sizeof extra);
+		rc = rebuild_collect(&rc_ctx, r->root, s->hash_seed, false, &extra, &bad, &why);
+		for (size_t k = 0; rc == 0 && k < extra.n; k++) {
+			if (rb.n == rb.cap) {
+				size_t ncap = rb.cap ? rb.cap * 2 : 1024;
+				struct alloc_block *v = realloc(rb.blocks, ncap * sizeof *v);
+				if (!v) {
+					rc = MS_ENOMEM;
+					break;
+				}
+				rb.blocks = v, rb.cap = ncap;
+			}
+			rb.blocks[rb.n++] = extra.blocks[k];
+		}
+		free(extra.blocks);
+	}
+	struct pending *p = NULL;
+	if (rc == 0 && rb.n > n_cur) {
+		/* Blocks several snapshots share appear more than once: keep one of each. */
+		qsort(rb.blocks, rb.n, sizeof *rb.blocks, cmp_off);
+		qsort(rb.blocks, n_cur, sizeof *rb.blocks, cmp_off);
+	}
+	if (rc == 0) {
+		/* Dedupe and find what the newest commit does not reach. */
+		struct table inc;
+		table_init(&inc);
+		for (size_t k = 0; k < n_cur && rc == 0; k++)
+			rc = table_put(&inc, rb.blocks[k].off, 1);
+		size_t w = 0;
+		for (size_t k = 0; k < rb.n && rc == 0; k++) {
+			if (w && rb.blocks[w - 1].off == rb.blocks[k].off)
+				continue;
+			rb.blocks[w++] = rb.blocks[k];
+		}
+		rb.n = w;
+		if (rc == 0 && (p = calloc(1, sizeof *p)) != NULL) {
+			p->txnid = cur->txnid + 1; /* conservative: only readers older than the newest pin it */
+			for (size_t k = 0; k < rb.n && rc == 0; k++) {
+				if (table_get(&inc, rb.blocks[k].off))
+					continue;
+				rc = blocks_push(&p->blocks, rb.blocks[k].off, rb.blocks[k].size);
+				p->bytes += alloc_round(rb.blocks[k].size);
+			}
+		} else if (rc == 0) {
+			rc = MS_ENOMEM;
+		}
+		table_free(&inc);
+	}
+	struct alloc *a = NULL;
+	if (rc == 0) {
+		int ar = alloc_rebuild(MS_HEAP_START, region_end, rb.blocks, rb.n, &a);
+		if (ar)
+			rc = ar == ALLOC_ENOMEM ? MS_ENOMEM : err_set(MS_ECORRUPT, "%s: the index's blocks overlap", s->path);
+	} else if (rc == MS_ECORRUPT) {
+		err_set(rc, "%s: commit %llu is damaged at offset %llu: %s", s->path,
+		        (unsigned long long)cur->commit_id, (unsigned long long)bad, why ? why : "?");
+	}
+	free(rb.blocks);
+	if (rc) {
+		if (p)
+			blocks_free(&p->blocks);
+		free(p);
+		return rc;
+	}
+	if (s->alloc)
+		alloc_destroy(s->alloc);
+	s->alloc = a;
+	pending_drop_all(s);
+	if (p && p->blocks.len) {
+		pthread_mutex_lock(&s->lock);
+		s->pending = s->pending_tail = p;
+		s->pinned_bytes = p->bytes;
+		pthread_mutex_unlock(&s->lock);
+	} else if (p) {
+		blocks_free(&p->blocks);
+		free(p);
+	}
+	return 0;
+}
+
+int store_writer_sync(ms_store *s)
+{
+	struct snap cur;
+	int rc = MS_NOTFOUND;
+	for (int tries = 0; rc == MS_NOTFOUND && tries < 3; tries++)
+		rc = store_snap(s, 0, &cur); /* under the writer lock nobody rewrites a meta page */
+	if (rc)
+		return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no valid meta page", s->path) : rc;
+	if (s->alloc && cur.txnid == s->alloc_txnid)
+		return 0;
+	struct stat sb;
+	if (fstat(s->fd, &sb))
+		return err_errno(MS_EIO, errno, "stat %s", s->path);
+	uint64_t fsize = (uint64_t)sb.st_size / MS_ALIGN * MS_ALIGN;
+	if (fsize < cur.heap_end)
+		return err_set(MS_ECORRUPT, "%s: the file is shorter than its heap", s->path);
+	if ((rc = map_cover(s, fsize)))
+		return rc;
+	if ((rc = writer_rebuild(s, &cur, fsize)))
+		return rc;
+	s->file_size = fsize;
+	s->alloc_txnid = cur.txnid;
+	s->ckpt_on_disk = false;
+	if (atomic_load(&s->lf->txnid) < cur.txnid)
+		atomic_store(&s->lf->txnid, cur.txnid); /* a writer died between its meta page and here */
+	return 0;
+}
+
 static int open_fd(ms_store *s, const ms_options *o)
 {
 	bool ro = (o->flags & MS_READONLY) != 0;
@@ -245,6 +435,8 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	s->capacity = o->capacity;
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->maplock, NULL);
+	s->lock_fd = -1;
 	int rc = open_fd(s, o);
 	if (rc)
 		goto fail;
@@ -255,12 +447,6 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	}
 	if (!S_ISREG(sb.st_mode)) {
 		rc = err_set(MS_EINVAL, "open %s: not a regular file", path);
-		goto fail;
-	}
-	/* One process writes a store at a time for now; read-only opens share (see docs/architecture.md). */
-	if (flock(s->fd, ((o->flags & MS_READONLY) ? LOCK_SH : LOCK_EX) | LOCK_NB)) {
-		rc = errno == EWOULDBLOCK ? err_set(MS_EBUSY, "open %s: the store is in use by another process", path)
-		                          : err_errno(MS_EIO, errno, "lock %s", path);
 		goto fail;
 	}
 	s->file_size = (uint64_t)sb.st_size;
@@ -293,6 +479,10 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		             why[0], why[1]);
 		goto fail;
 	}
+	/* It is a store: join the processes that have it open (lock file, reader table). */
+	bool first;
+	if ((rc = lock_open(s, &first)))
+		goto fail;
 	if ((rc = map_open(s)))
 		goto fail;
 	uint64_t region_end = s->file_size / MS_ALIGN * MS_ALIGN;
@@ -302,7 +492,9 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	bool ckpt_used = false;
 	for (int k = 0; k < n_valid; k++) {
 		const struct disk_meta *mk = &m[order[k]];
-		if (o->flags & MS_READONLY) {
+		if ((o->flags & MS_READONLY) || !first) {
+			/* Recovery is for the first process only; the others take the store as it is and
+			 * build their allocator under the writer lock when they first write. */
 			chosen = mk;
 			break;
 		}
@@ -320,7 +512,10 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	s->hash_seed = chosen->hash_seed;
 	s->created = chosen->created;
 	snap_from_meta(&s->cur, chosen);
-	if (!(o->flags & MS_READONLY)) {
+	if (first)
+		atomic_store(&s->lf->txnid, chosen->txnid);
+	if (s->alloc) {
+		s->alloc_txnid = chosen->txnid;
 		s->ckpt_on_disk = ckpt_used;
 		s->file_size = region_end < chosen->heap_end ? chosen->heap_end : region_end;
 	}
@@ -330,10 +525,12 @@ fail:
 	if (s->alloc)
 		alloc_destroy(s->alloc);
 	map_close(s);
+	lock_close(s);
 	if (s->fd >= 0)
 		ms_sys.close(s->fd);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->maplock);
 	free(s->path);
 	free(s);
 	return rc;
@@ -384,7 +581,10 @@ static int write_checkpoint(ms_store *s)
 		return rc;
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (close)", s->path);
+	readers_note_commit(s, st.txnid, 0);
 	s->cur = st;
+	s->alloc_txnid = st.txnid;
+	s->ckpt_on_disk = true;
 	return 0;
 }
 
@@ -394,10 +594,15 @@ int ms_close(ms_store *s)
 		return 0;
 	txn_end_all(s);
 	int rc = 0;
-	if (!(s->flags & MS_READONLY) && !s->failed && !s->ckpt_on_disk) {
-		rc = write_checkpoint(s);
-		if (rc != MS_EIO)
-			rc = 0; /* no room or memory for a checkpoint: the next open rebuilds instead */
+	/* The last process out leaves a checkpoint, so the next open scans nothing. */
+	bool died;
+	if (!(s->flags & MS_READONLY) && !s->failed && s->lf && lock_alone(s) && lock_writer(s, &died) == 0) {
+		if (store_writer_sync(s) == 0 && !s->ckpt_on_disk) {
+			rc = write_checkpoint(s);
+			if (rc != MS_EIO)
+				rc = 0; /* no room or memory for a checkpoint: the next open rebuilds instead */
+		}
+		unlock_writer(s);
 	}
 	if (s->alloc)
 		alloc_destroy(s->alloc);
@@ -408,12 +613,13 @@ int ms_close(ms_store *s)
 		free(p);
 		p = n;
 	}
-	free(s->readers);
 	map_close(s);
+	lock_close(s);
 	if (s->fd >= 0 && ms_sys.close(s->fd) && !rc)
 		rc = err_errno(MS_EIO, errno, "close %s", s->path);
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->maplock);
 	free(s->path);
 	free(s);
 	return rc;

@@ -16,11 +16,8 @@
 
 void readers_release_pending(ms_store *s)
 {
+	uint64_t oldest = readers_oldest(s); /* every process's readers */
 	pthread_mutex_lock(&s->lock);
-	uint64_t oldest = UINT64_MAX;
-	for (size_t i = 0; i < s->n_readers; i++)
-		if (s->readers[i] < oldest)
-			oldest = s->readers[i];
 	/* Blocks freed by commit N are visible to snapshots older than N only. */
 	while (s->pending && s->pending->txnid <= oldest) {
 		struct pending *p = s->pending;
@@ -168,20 +165,32 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 	t->s = s;
 	if (flags & MS_READONLY) {
 		t->rdonly = true;
-		pthread_mutex_lock(&s->lock);
-		if (s->n_readers == s->cap_readers) {
-			size_t ncap = s->cap_readers ? s->cap_readers * 2 : 16;
-			uint64_t *r = realloc(s->readers, ncap * sizeof *r);
-			if (!r) {
-				pthread_mutex_unlock(&s->lock);
-				free(t);
-				return MS_ENOMEM;
-			}
-			s->readers = r;
-			s->cap_readers = ncap;
+		int rc = reader_claim(s, &t->slot);
+		if (rc) {
+			free(t);
+			return rc;
 		}
-		s->readers[s->n_readers++] = s->cur.txnid;
-		t->snap = s->cur;
+		/* Publish the snapshot's id before reading it, and read the newest id again after: a writer
+		 * that scans the table after our store sees us and keeps what we may read (seq_cst on
+		 * both sides). */
+		for (unsigned tries = 0;; tries++) {
+			uint64_t id = atomic_load(&s->lf->txnid);
+			atomic_store(&t->slot->txnid, id);
+			if (atomic_load(&s->lf->txnid) != id)
+				continue;
+			rc = store_snap(s, id, &t->snap);
+			if (rc == 0)
+				break;
+			if (rc != MS_NOTFOUND || tries > 1000) {
+				reader_release(t->slot);
+				free(t);
+				return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no meta page holds commit %llu",
+				                                   s->path, (unsigned long long)id) : rc;
+			}
+		}
+		t->slot->commit_id = t->snap.commit_id;
+		reader_publish(t->slot, &t->snap);
+		pthread_mutex_lock(&s->lock);
 		t->base = s->base;
 		txn_link(s, t);
 		pthread_mutex_unlock(&s->lock);
@@ -202,6 +211,15 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 		free(t);
 		return err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
 	}
+	bool died;
+	int rc = lock_writer(s, &died);
+	if (rc == 0 && (rc = store_writer_sync(s)))
+		unlock_writer(s);
+	if (rc) {
+		pthread_mutex_unlock(&s->wlock);
+		free(t);
+		return rc;
+	}
 	readers_release_pending(s);
 	table_init(&t->fresh);
 	pthread_mutex_lock(&s->lock);
@@ -219,13 +237,8 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 static void reader_end(struct ms_txn *t)
 {
 	ms_store *s = t->s;
+	reader_release(t->slot);
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->n_readers; i++) {
-		if (s->readers[i] == t->snap.txnid) {
-			s->readers[i] = s->readers[--s->n_readers];
-			break;
-		}
-	}
 	txn_unlink(s, t);
 	pthread_mutex_unlock(&s->lock);
 	atomic_fetch_add_explicit(&s->hits, t->hits, memory_order_relaxed);
@@ -244,6 +257,7 @@ static void writer_end(struct ms_txn *t)
 	atomic_fetch_add_explicit(&s->hits, t->hits, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->misses, t->misses, memory_order_relaxed);
 	s->wtxn = NULL;
+	unlock_writer(s);
 	pthread_mutex_unlock(&s->wlock);
 	free(t);
 }
@@ -378,6 +392,8 @@ int ms_txn_commit(ms_txn *t)
 				p->bytes += alloc_round(p->blocks.v[i].size);
 		}
 	}
+	readers_note_commit(s, next.txnid, p ? p->bytes : 0);
+	s->alloc_txnid = next.txnid;
 	pthread_mutex_lock(&s->lock);
 	s->cur = next;
 	if (p) {

@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <stdbool.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,7 +171,7 @@ Test(alloc, empty_region_has_nothing_to_give_until_grown)
 	cr_assert_eq(alloc_tail_free(a), 0);
 	cr_assert_eq(alloc_grow(a, 4096 + 64 * KiB), ALLOC_OK);
 	off = aa(a, 100);
-	cr_assert_eq(off, 4096);
+	cr_assert(off >= 4096 && off + 100 <= 4096 + 64 * KiB, "block at %" PRIu64 " outside the grown region", off);
 	cr_assert_eq(alloc_free(a, off, 100), ALLOC_OK);
 	assert_all_free(a, 4096, 4096 + 64 * KiB);
 	alloc_destroy(a);
@@ -226,11 +227,12 @@ Test(alloc, partial_runs_are_reused_lowest_address_first)
 	for (int i = 0; i < 192; i++)
 		offs[i] = aa(a, 64);
 	cr_assert_eq(stats_of(a).runs, 3);
-	/* open a hole in the third run, then in the first */
+	/* open a hole in the third run, then in the first: the lower address is reused first */
 	cr_assert_eq(alloc_free(a, offs[150], 64), ALLOC_OK);
 	cr_assert_eq(alloc_free(a, offs[10], 64), ALLOC_OK);
-	cr_assert_eq(aa(a, 64), offs[10]);
-	cr_assert_eq(aa(a, 64), offs[150]);
+	uint64_t lo = offs[10] < offs[150] ? offs[10] : offs[150], hi = offs[10] ^ offs[150] ^ lo;
+	cr_assert_eq(aa(a, 64), lo);
+	cr_assert_eq(aa(a, 64), hi);
 	cr_assert_eq(stats_of(a).runs, 3, "no new run while partial runs exist");
 	for (int i = 0; i < 192; i++)
 		cr_assert_eq(alloc_free(a, offs[i], 64), ALLOC_OK);
@@ -351,7 +353,8 @@ Test(alloc, enospc_then_grow_then_success)
 	cr_assert_eq(alloc_alloc(a, 4 * KiB, &off), ALLOC_ENOSPC);
 	cr_assert_eq(alloc_check(a), ALLOC_OK);
 	cr_assert_eq(alloc_grow(a, 64 * KiB), ALLOC_OK);
-	cr_assert_eq(aa(a, 16), 0);
+	off = aa(a, 16);
+	cr_assert_lt(off, 64 * KiB);
 	/* fill everything with large blocks, then small requests of a new class fail until growth */
 	aa(a, stats_of(a).largest_free);
 	cr_assert_eq(alloc_alloc(a, 500, &off), ALLOC_ENOSPC);
@@ -1026,10 +1029,11 @@ Test(alloc, rebuild_places_small_blocks_where_alloc_would)
 	alloc_destroy(a);
 }
 
-static double now_sec(void)
+/* CPU time of this thread: other work on the machine does not make the timing test flaky */
+static double cpu_sec(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -1037,7 +1041,7 @@ Test(alloc, rebuild_of_a_million_blocks_is_fast, .timeout = 120)
 {
 	uint64_t seed = test_seed() ^ 0x99;
 	uint64_t rng = seed;
-	size_t n = 1000000;
+	size_t n = 1500000; /* two thirds of them stay: 10^6 live blocks */
 	struct alloc *a = mk(0, 1ull << 30);
 	struct alloc_block *v = malloc(n * sizeof *v);
 	cr_assert_not_null(v);
@@ -1060,11 +1064,11 @@ Test(alloc, rebuild_of_a_million_blocks_is_fast, .timeout = 120)
 		v[j] = t;
 	}
 	struct alloc *b = NULL;
-	double t0 = now_sec();
+	double t0 = cpu_sec();
 	cr_assert_eq(alloc_rebuild(0, 1ull << 30, v, m, &b), ALLOC_OK);
-	double dt = now_sec() - t0;
+	double dt = cpu_sec() - t0;
 #if defined(__SANITIZE_ADDRESS__)
-	double limit = 3.0;
+	double limit = 4.0;
 #else
 	double limit = 1.0;
 #endif
@@ -1114,11 +1118,11 @@ static struct alloc *small_mixed_state(void)
 	uint64_t x[10];
 	for (int i = 0; i < 10; i++)
 		x[i] = aa(a, (uint64_t)(i * 37 % 500 + 1));
-	uint64_t l1 = aa(a, 3000), l2 = aa(a, 70000);
+	uint64_t l1 = aa(a, 3000);
+	aa(a, 70000);
 	aa(a, 1000);
 	cr_assert_eq(alloc_free(a, x[3], 3 * 37 % 500 + 1), ALLOC_OK);
 	cr_assert_eq(alloc_free(a, l1, 3000), ALLOC_OK);
-	(void)l2;
 	return a;
 }
 
@@ -1231,9 +1235,10 @@ Test(alloc, import_rejects_truncated_and_bit_flipped_blobs)
 
 Test(alloc, import_rejects_well_sealed_but_inconsistent_blobs)
 {
-	/* one run of class 48 at 4096 (region base), then large blocks at 8192 and 20480 */
+	/* one run of class 48 at 4096 (region base; placed with mark, as alloc puts runs at the top),
+	 * then large blocks from 8192 on */
 	struct alloc *a = mk(4096, 4096 + 1 * MiB);
-	cr_assert_eq(aa(a, 40), 4096);
+	cr_assert_eq(alloc_mark(a, 4096, 40), ALLOC_OK);
 	uint64_t l1 = aa(a, 10000), l2 = aa(a, 700);
 	cr_assert_eq(l1, 8192);
 	size_t len;

@@ -176,8 +176,9 @@ static void probe_store(const char *path, const struct sample *sm, unsigned flag
 	pr->committed = false;
 	pr->open_rc = ms_open(path, &o, &s);
 	if (pr->open_rc) {
-		PCHK(pr, pr->open_rc == MS_ECORRUPT || pr->open_rc == MS_EVERSION, "ms_open(flags %#x) = %d (%s)", flags,
-		     pr->open_rc, ms_strerror(pr->open_rc));
+		/* Not MS_EVERSION: every image probed here is a damaged store of this library's format. */
+		PCHK(pr, pr->open_rc == MS_ECORRUPT, "ms_open(flags %#x) = %d (%s), want MS_ECORRUPT: %s", flags,
+		     pr->open_rc, ms_strerror(pr->open_rc), ms_last_error());
 		PCHK(pr, s == NULL, "a refused ms_open handed out a store");
 		return;
 	}
@@ -582,8 +583,17 @@ static void sample_file(struct sample_file *sf)
 		  "the intact sample store reads as damaged");
 }
 
-static void flip_trials(struct sample_file *sf, unsigned trials, uint64_t salt, bool near_start, bool smash)
+enum where { ANYWHERE, NEAR_START, META_SWEEP };
+
+/* Damage copies of the sample one way at a time and probe each. ANYWHERE and NEAR_START (the first
+ * 16 KiB) pick random offsets; META_SWEEP flips one bit of every byte of the first 256 bytes of the
+ * first two pages (where the design brief puts the two meta pages). smash: random bytes instead. */
+static void flip_trials(struct sample_file *sf, unsigned trials, uint64_t salt, enum where where, bool smash)
 {
+	bool near_start = where == NEAR_START;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+	if (where == META_SWEEP)
+		trials = 512;
 	const char *p = tu_path("probe.ms");
 	tu_rng r = { tu_seed() ^ salt };
 	unsigned char *img = malloc(sf->len);
@@ -593,6 +603,8 @@ static void flip_trials(struct sample_file *sf, unsigned trials, uint64_t salt, 
 		memcpy(img, sf->img, sf->len);
 		size_t span = near_start && sf->len > 16384 ? 16384 : sf->len;
 		size_t off = (size_t)tu_below(&r, span);
+		if (where == META_SWEEP)
+			off = t < 256 ? t : ps + (t - 256);
 		char what[160];
 		if (smash) {
 			size_t n = (size_t)tu_range(&r, 2, 16);
@@ -602,7 +614,7 @@ static void flip_trials(struct sample_file *sf, unsigned trials, uint64_t salt, 
 			snprintf(what, sizeof what, "MS_TEST_SEED=%" PRIu64 " trial %u: %zu random bytes at offset %zu", tu_seed(),
 				 t, n, off);
 		} else {
-			unsigned bit = (unsigned)tu_below(&r, 8);
+			unsigned bit = where == META_SWEEP ? (t * 5 + t / 8) % 8 : (unsigned)tu_below(&r, 8);
 			img[off] ^= (unsigned char)(1u << bit);
 			snprintf(what, sizeof what, "MS_TEST_SEED=%" PRIu64 " trial %u: bit %u of offset %zu flipped", tu_seed(),
 				 t, bit, off);
@@ -619,7 +631,8 @@ static void flip_trials(struct sample_file *sf, unsigned trials, uint64_t salt, 
 		silent += !damage;
 	}
 	cr_log_info("%u trials (%s): %u found damage, %u harmless (free space, the older meta, ...)", trials,
-		    smash ? "byte smashes" : near_start ? "bit flips in the first 16 KiB" : "bit flips anywhere", found,
+		    smash ? "byte smashes" : where == META_SWEEP ? "a bit of each meta byte" : near_start ?
+		    "bit flips in the first 16 KiB" : "bit flips anywhere", found,
 		    silent);
 	free(img);
 }
@@ -628,7 +641,7 @@ Test(hostile, bit_flips_anywhere_never_give_a_wrong_answer)
 {
 	struct sample_file sf;
 	sample_file(&sf);
-	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400), 0x666c6970, false, false);
+	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400), 0x666c6970, ANYWHERE, false);
 	free(sf.img);
 }
 
@@ -636,8 +649,16 @@ Test(hostile, bit_flips_near_the_start_never_give_a_wrong_answer)
 {
 	struct sample_file sf;
 	sample_file(&sf);
-	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400) / 2, 0x68656164, true, false);
-	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400) / 4, 0x736d6173, false, true);
+	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400) / 2, 0x68656164, NEAR_START, false);
+	flip_trials(&sf, (unsigned)tu_env_u64("MS_FLIPS", 400) / 4, 0x736d6173, ANYWHERE, true);
+	free(sf.img);
+}
+
+Test(hostile, bit_flips_in_the_meta_pages_never_give_a_wrong_answer)
+{
+	struct sample_file sf;
+	sample_file(&sf);
+	flip_trials(&sf, 512, 0x6d657461, META_SWEEP, false);
 	free(sf.img);
 }
 

@@ -7,7 +7,10 @@
  * store itself: open succeeds, "seq" is the last acknowledged transaction or the one after it, and the
  * whole content equals the model replayed up to that transaction (so no acknowledged commit is lost
  * and no transaction is partial); ms_stat agrees, and ms_check on the closed file is clean. In the
- * other rounds the next helper opens the crashed store itself, so kills also land in recovery.
+ * other rounds the next helper opens the crashed store itself, so kills also land in recovery. In
+ * some rounds the test has the store open too while the helper commits: its snapshots must each be
+ * one whole transaction, and after the kill (maybe with the writer lock held by the dead helper) it
+ * commits the next transaction itself through that same handle.
  *
  * MS_KILLS sets the kills per test (default 200); MS_TEST_SEED the seed (printed on failure).
  */
@@ -37,24 +40,30 @@ struct campaign {
 	uint64_t lo;
 	char last_lines[200];
 	/* statistics */
-	uint64_t acks, checks, kills_before_start, ebusy_checks, in_flight_found;
+	uint64_t acks, checks, kills_before_start, shared_rounds, snapshots, in_flight_found;
+	unsigned char *buf; /* 512 KiB for kt_commit */
 };
 
 #define KCHK(c, cond, fmt, ...)                                                                        \
 	cr_assert(cond, "[MS_TEST_SEED=%" PRIu64 " round %u%s] " fmt, tu_seed(), (c)->round,             \
 		  (c)->nosync ? " nosync" : "", ##__VA_ARGS__)
 
-static void model_apply(struct campaign *c, uint64_t seq)
+static void model_apply_to(struct campaign *c, struct kstate *keys, uint64_t seq)
 {
 	struct kt_op ops[KT_MAXOPS];
 	unsigned n = kt_txn_ops(c->seed, seq, ops);
 	for (unsigned i = 0; i < n; i++) {
-		struct kstate *k = &c->keys[ops[i].key];
+		struct kstate *k = &keys[ops[i].key];
 		if (ops[i].del)
 			k->present = false;
 		else
 			*k = (struct kstate){ true, seq, ops[i].len };
 	}
+}
+
+static void model_apply(struct campaign *c, uint64_t seq)
+{
+	model_apply_to(c, c->keys, seq);
 }
 
 /* Parse the helper's lines: "start N", "ack N", "fail WHAT CODE". */
@@ -115,33 +124,29 @@ static void consume(struct campaign *c, char *buf, size_t *len, bool *started, u
 	buf[*len] = 0;
 }
 
-/* Read the store and compare it with the model at the transaction its "seq" says. */
-static void check_store(struct campaign *c)
+/* The transaction t's snapshot shows ("seq"). */
+static uint64_t snapshot_seq(struct campaign *c, ms_txn *t)
 {
-	ms_options o = { 0 };
-	ms_store *s = NULL;
-	int rc = ms_open(c->path, &o, &s);
-	KCHK(c, rc == 0, "ms_open after the kill = %d (%s): %s", rc, ms_strerror(rc), ms_last_error());
-	ms_txn *t = tu_begin(s, MS_READONLY);
 	ms_val v;
-	uint64_t seq = 0;
-	rc = ms_txn_get(t, KT_SEQ_KEY, strlen(KT_SEQ_KEY), &v);
-	if (rc == 0) {
-		KCHK(c, v.len == 8, "seq has %zu bytes", v.len);
-		for (int i = 7; i >= 0; i--)
-			seq = (seq << 8) | ((const unsigned char *)v.data)[i];
-	} else {
-		KCHK(c, rc == MS_NOTFOUND, "get seq = %d (%s)", rc, ms_strerror(rc));
-	}
-	KCHK(c, seq == c->lo || seq == c->lo + 1,
-	     "the store holds transaction %" PRIu64 ", but %" PRIu64 " was acknowledged (lost commits) or at most %" PRIu64
-	     " may be there", seq, c->lo, c->lo + 1);
+	int rc = ms_txn_get(t, KT_SEQ_KEY, strlen(KT_SEQ_KEY), &v);
+	if (rc == MS_NOTFOUND)
+		return 0;
+	KCHK(c, rc == 0, "get seq = %d (%s)", rc, ms_strerror(rc));
+	KCHK(c, v.len == 8, "seq has %zu bytes", v.len);
+	return kt_seq_value(v.data);
+}
+
+/* Compare t's snapshot, which shows transaction seq, with the model replayed up to seq (from its
+ * state at c->conf; c is not changed). Returns the objects and live bytes it should have. */
+static void compare_snapshot(struct campaign *c, ms_txn *t, uint64_t seq, uint64_t *objects_out, uint64_t *live_out)
+{
+	static struct kstate keys[KT_NKEYS];
+	memcpy(keys, c->keys, sizeof keys);
 	KCHK(c, seq >= c->conf, "transaction %" PRIu64 " went back to %" PRIu64, c->conf, seq);
-	if (seq == c->lo + 1 && seq > c->conf)
-		c->in_flight_found++;
 	for (uint64_t q = c->conf + 1; q <= seq; q++)
-		model_apply(c, q);
-	c->conf = c->lo = seq;
+		model_apply_to(c, keys, q);
+	ms_val v;
+	int rc;
 
 	/* Every key of the model, by lookup ... */
 	uint64_t objects = seq > 0, live = seq > 0 ? strlen(KT_SEQ_KEY) + 8 : 0;
@@ -149,7 +154,7 @@ static void check_store(struct campaign *c)
 		char key[8];
 		size_t klen = kt_key(key, k);
 		rc = ms_txn_get(t, key, klen, &v);
-		const struct kstate *w = &c->keys[k];
+		const struct kstate *w = &keys[k];
 		if (!w->present) {
 			KCHK(c, rc == MS_NOTFOUND, "at transaction %" PRIu64 " key %s should be absent: %d", seq, key, rc);
 			continue;
@@ -172,6 +177,36 @@ static void check_store(struct campaign *c)
 	KCHK(c, rc == MS_NOTFOUND, "ms_iter_next ended with %d (%s)", rc, ms_strerror(rc));
 	KCHK(c, n == objects, "the iterator shows %" PRIu64 " objects, the model %" PRIu64, n, objects);
 	ms_iter_close(it);
+	*objects_out = objects;
+	*live_out = live;
+}
+
+/* The store holds lo or lo + 1 (no acknowledged commit lost, at most the one in flight, whole):
+ * compare it with the model and move the model there. */
+static void settle(struct campaign *c, ms_txn *t, uint64_t *objects, uint64_t *live)
+{
+	uint64_t seq = snapshot_seq(c, t);
+	KCHK(c, seq == c->lo || seq == c->lo + 1,
+	     "the store holds transaction %" PRIu64 ", but %" PRIu64 " was acknowledged (lost commits) or at most %" PRIu64
+	     " may be there", seq, c->lo, c->lo + 1);
+	compare_snapshot(c, t, seq, objects, live);
+	if (seq == c->lo + 1 && seq > c->conf)
+		c->in_flight_found++;
+	for (uint64_t q = c->conf + 1; q <= seq; q++)
+		model_apply(c, q);
+	c->conf = c->lo = seq;
+}
+
+/* Open the store, settle the model on it, check ms_stat, close, and run ms_check on the file. */
+static void check_store(struct campaign *c)
+{
+	ms_options o = { 0 };
+	ms_store *s = NULL;
+	int rc = ms_open(c->path, &o, &s);
+	KCHK(c, rc == 0, "ms_open after the kill = %d (%s): %s", rc, ms_strerror(rc), ms_last_error());
+	ms_txn *t = tu_begin(s, MS_READONLY);
+	uint64_t objects, live;
+	settle(c, t, &objects, &live);
 	ms_txn_abort(t);
 	ms_stats st = tu_stat(s);
 	KCHK(c, st.objects == objects && st.live_bytes == live,
@@ -243,6 +278,8 @@ static void one_round(struct campaign *c, tu_rng *r, bool check)
 	pid_t pid = spawn_helper(c, &fd);
 
 	uint64_t how = tu_below(r, 100);
+	bool shared = tu_below(r, 100) < 15;
+	ms_store *mine = NULL;
 	if (how < 12) {
 		/* Very early: during exec, open or recovery. */
 		sleep_us(tu_below(r, 3000));
@@ -250,7 +287,6 @@ static void one_round(struct campaign *c, tu_rng *r, bool check)
 		/* Wait for the start line (or ack number `want`), then a random delay. */
 		unsigned want = how < 60 ? (unsigned)tu_below(r, 6) : 0;
 		uint64_t delay = how < 60 ? tu_below(r, 1500) : tu_below(r, 60000);
-		bool ebusy = tu_below(r, 10) == 0;
 		while (tu_now() - t0 < 20.0) {
 			wait_readable(fd, 0.05);
 			drain(fd, buf, sizeof buf, &len);
@@ -262,14 +298,25 @@ static void one_round(struct campaign *c, tu_rng *r, bool check)
 			     st, c->last_lines);
 		}
 		KCHK(c, started && nacks >= want, "the helper made no progress in 20 s (%u acks)", nacks);
-		if (ebusy) {
+		if (shared) {
+			/* The store is open here too while the helper commits; each snapshot is one whole
+			 * transaction, not older than the acknowledged ones. */
 			ms_options o = { 0 };
-			ms_store *s = NULL;
-			int rc = ms_open(c->path, &o, &s);
-			if (rc == 0)
-				ms_close(s);
-			KCHK(c, rc == MS_EBUSY, "ms_open while the helper writes = %d, want MS_EBUSY", rc);
-			c->ebusy_checks++;
+			int rc = ms_open(c->path, &o, &mine);
+			KCHK(c, rc == 0, "ms_open while the helper writes = %d (%s)", rc, ms_strerror(rc));
+			for (unsigned i = 0; i < 3; i++) {
+				drain(fd, buf, sizeof buf, &len);
+				consume(c, buf, &len, &started, &start, &last_ack, &nacks);
+				uint64_t floor = nacks ? last_ack : start;
+				ms_txn *t = tu_begin(mine, MS_READONLY);
+				uint64_t seq = snapshot_seq(c, t), o1, l1;
+				KCHK(c, seq >= floor, "a snapshot taken after the ack of %" PRIu64 " shows %" PRIu64, floor, seq);
+				compare_snapshot(c, t, seq, &o1, &l1);
+				ms_txn_abort(t);
+				c->snapshots++;
+				sleep_us(tu_below(r, 3000));
+			}
+			c->shared_rounds++;
 		}
 		sleep_us(delay);
 	}
@@ -309,6 +356,25 @@ static void one_round(struct campaign *c, tu_rng *r, bool check)
 	} else {
 		c->kills_before_start++;
 	}
+	if (mine) {
+		/* The helper died, perhaps holding the writer lock: this handle settles the model on its
+		 * state and commits the next transaction itself (a hang here ends the test by SIGALRM). */
+		ms_txn *t = tu_begin(mine, MS_READONLY);
+		uint64_t o1, l1;
+		settle(c, t, &o1, &l1);
+		ms_txn_abort(t);
+		const char *what;
+		alarm(30);
+		int rc = kt_commit(mine, c->seed, c->conf + 1, c->buf, &what);
+		alarm(0);
+		KCHK(c, rc == 0, "after the kill, committing transaction %" PRIu64 " from the surviving handle: %s = %d (%s)",
+		     c->conf + 1, what, rc, ms_strerror(rc));
+		model_apply(c, ++c->conf);
+		c->lo = c->conf;
+		rc = ms_close(mine);
+		KCHK(c, rc == 0, "ms_close = %d", rc);
+		check = true;
+	}
 	if (check)
 		check_store(c);
 }
@@ -322,6 +388,8 @@ static void campaign(bool nosync)
 	c->path = tu_path("kill.ms");
 	c->nosync = nosync;
 	tu_rng r = { c->seed ^ 0x726e67 };
+	c->buf = malloc(512 * 1024);
+	cr_assert_not_null(c->buf);
 	unsigned kills = (unsigned)tu_env_u64("MS_KILLS", 200);
 	double t0 = tu_now();
 
@@ -332,9 +400,11 @@ static void campaign(bool nosync)
 		one_round(c, &r, c->round == kills || tu_below(&r, 100) < 75);
 	cr_log_info("kill campaign (%s, MS_TEST_SEED=%" PRIu64 "): %u kills in %.1f s, %" PRIu64 " acknowledged commits, "
 		    "%" PRIu64 " checks, %" PRIu64 " unacknowledged commits found, %" PRIu64 " kills before the helper "
-		    "started, %" PRIu64 " MS_EBUSY checks; last transaction %" PRIu64,
+		    "started, %" PRIu64 " rounds with the store open here too (%" PRIu64 " snapshots checked); last "
+		    "transaction %" PRIu64,
 		    nosync ? "MS_NOSYNC" : "default", tu_seed(), kills, tu_now() - t0, c->acks, c->checks,
-		    c->in_flight_found, c->kills_before_start, c->ebusy_checks, c->conf);
+		    c->in_flight_found, c->kills_before_start, c->shared_rounds, c->snapshots, c->conf);
+	free(c->buf);
 	cr_assert_gt(c->acks, kills / 4, "too few commits were acknowledged (%" PRIu64 ") for the campaign to mean much",
 		     c->acks);
 }

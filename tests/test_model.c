@@ -178,19 +178,28 @@ static void check_all(struct model *m, ms_txn *t, bool in_txn)
 	m->iters++;
 }
 
+/* ms_check on the closed store must be clean and agree with the model. */
+static void check_file(struct model *m)
+{
+	struct tu_problems pr = { 0 };
+	ms_check_stats cs;
+	memset(&cs, 0, sizeof cs);
+	int rc = ms_check(m->path, tu_problem_fn, &pr, &cs);
+	MCHK(m, rc == 0, "%s: ms_check after %" PRIu64 " reopens = %d (%s): %" PRIu64 " problems, first at offset %" PRIu64
+	     ": %s", m->flags & MS_NOSYNC ? "MS_NOSYNC" : "default mode", m->reopens, rc, ms_strerror(rc), pr.count,
+	     pr.first_off, pr.first);
+	MCHK(m, cs.objects == m->objects, "ms_check counted %" PRIu64 " objects, model %" PRIu64, cs.objects, m->objects);
+	MCHK(m, cs.live_bytes == m->live, "ms_check counted %" PRIu64 " live bytes, model %" PRIu64, cs.live_bytes, m->live);
+	m->checks++;
+}
+
 static void reopen(struct model *m)
 {
 	tu_close(m->s);
 	m->s = NULL;
 	m->reopens++;
-	if (tu_below(&m->rng, 8) == 0) {
-		ms_check_stats cs = tu_check_sound(m->path);
-		MCHK(m, cs.objects == m->objects, "ms_check counted %" PRIu64 " objects, model %" PRIu64, cs.objects,
-		     m->objects);
-		MCHK(m, cs.live_bytes == m->live, "ms_check counted %" PRIu64 " live bytes, model %" PRIu64,
-		     cs.live_bytes, m->live);
-		m->checks++;
-	}
+	if (tu_below(&m->rng, 8) == 0)
+		check_file(m);
 	if (tu_below(&m->rng, 6) == 0) { /* look at it read-only first */
 		ms_store *ro = tu_open(m->path, MS_READONLY, 0);
 		ms_txn *t = tu_begin(ro, MS_READONLY);
@@ -362,9 +371,7 @@ static void run_model(unsigned flags, uint64_t seed_salt)
 	}
 	reopen(m);
 	tu_close(m->s);
-	ms_check_stats cs = tu_check_sound(m->path);
-	MCHK(m, cs.objects == m->objects && cs.live_bytes == m->live, "final ms_check: %" PRIu64 " objects / %" PRIu64
-	     " live bytes, model %" PRIu64 " / %" PRIu64, cs.objects, cs.live_bytes, m->objects, m->live);
+	check_file(m);
 	cr_log_info("model (flags %#x, MS_TEST_SEED=%" PRIu64 "): %" PRIu64 " ops in %.1f s: %" PRIu64 " puts, %" PRIu64
 		    " dels, %" PRIu64 " gets, %" PRIu64 " iterations, %" PRIu64 " commits, %" PRIu64 " aborts, %" PRIu64
 		    " one-op calls, %" PRIu64 " reopens, %" PRIu64 " checks; final %" PRIu64 " objects",

@@ -335,6 +335,70 @@ static inline unsigned kt_txn_ops(uint64_t seed, uint64_t seq, struct kt_op *ops
 	return n;
 }
 
+static inline void kt_seq_bytes(uint64_t seq, unsigned char b[8])
+{
+	for (int i = 0; i < 8; i++)
+		b[i] = (unsigned char)(seq >> (8 * i));
+}
+
+static inline uint64_t kt_seq_value(const void *p)
+{
+	const unsigned char *b = p;
+	uint64_t seq = 0;
+	for (int i = 7; i >= 0; i--)
+		seq = (seq << 8) | b[i];
+	return seq;
+}
+
+/* Commit transaction seq of campaign seed on s. buf holds at least 512 KiB. Returns 0 or the failing
+ * call's code, with *what naming the call. */
+static inline int kt_commit(ms_store *s, uint64_t seed, uint64_t seq, unsigned char *buf, const char **what)
+{
+	struct kt_op ops[KT_MAXOPS];
+	unsigned n = kt_txn_ops(seed, seq, ops);
+	ms_txn *t = NULL;
+	int rc = ms_txn_begin(s, 0, &t);
+	*what = "begin";
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < n; i++) {
+		char key[8];
+		size_t klen = kt_key(key, ops[i].key);
+		uint64_t vs = kt_value_seed(seed, ops[i].key, seq, ops[i].len);
+		if (ops[i].del) {
+			*what = "del";
+			rc = ms_txn_del(t, key, klen);
+			if (rc == MS_NOTFOUND)
+				rc = 0;
+		} else if (i % 3 == 2) {
+			/* Some values are written in place, the rest copied. */
+			void *dst = NULL;
+			*what = "reserve";
+			rc = ms_txn_reserve(t, key, klen, ops[i].len, &dst);
+			if (rc == 0)
+				tu_fill(dst, ops[i].len, vs);
+		} else {
+			*what = "put";
+			tu_fill(buf, ops[i].len, vs);
+			rc = ms_txn_put(t, key, klen, buf, ops[i].len);
+		}
+		if (rc) {
+			ms_txn_abort(t);
+			return rc;
+		}
+	}
+	unsigned char sb[8];
+	kt_seq_bytes(seq, sb);
+	*what = "put-seq";
+	rc = ms_txn_put(t, KT_SEQ_KEY, strlen(KT_SEQ_KEY), sb, 8);
+	if (rc) {
+		ms_txn_abort(t);
+		return rc;
+	}
+	*what = "commit";
+	return ms_txn_commit(t);
+}
+
 /* ---- Criterion part ---------------------------------------------------------------------------- */
 #ifndef TU_NO_CRITERION
 #include <criterion/criterion.h>

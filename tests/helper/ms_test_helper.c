@@ -4,17 +4,27 @@
  *       Open (creating) the store, read "seq" (0 when absent), write "start N\n" to FD, then commit
  *       transactions N+1, N+2, ... as tests/testutil.h's kt_txn_ops describes them, writing
  *       "ack S\n" to FD with write(2) after each ms_txn_commit that returned 0. Runs until killed.
- *   ms_test_helper hold PATH FD [readonly] [txn]
- *       Open the store (with "txn" also begin a read transaction), write "ready\n" to FD, wait for
- *       end of file on standard input, close the store and exit 0.
+ *   ms_test_helper hold PATH FD [readonly] [txn] [wtxn]
+ *       Open the store (with "txn" also begin a read transaction; with "wtxn" begin a write
+ *       transaction and put "held" = "1" in it), write "ready\n" to FD, wait for end of file on
+ *       standard input, commit the write transaction if any, close the store and exit 0.
+ *   ms_test_helper serve
+ *       A process the test drives line by line: commands on standard input, one reply line each on
+ *       standard output ("ok ...", "absent", "mismatch ...", "err CODE TEXT"). See do_serve.
+ *   ms_test_helper mixed PATH LOG SEED WID SECONDS [nosync]
+ *       One worker of tests/test_multiproc.c's workloads: mixed write and read transactions on an
+ *       existing store for SECONDS (0: until SIGTERM or SIGKILL), logging to LOG what it commits and
+ *       what it reads, so that the test can check every read and the final state. See do_mixed.
  *
- * Failures are written to FD as "fail WHAT CODE\n" and end the process with exit status 3, so the
- * test can tell a library error from the kill it sent.
+ * Failures are written to FD (for mixed, to LOG) as "fail WHAT CODE\n" and end the process with exit
+ * status 3, so the test can tell a library error from the kill it sent.
  */
 #define TU_NO_CRITERION
 #include "../testutil.h"
 
 #include <signal.h>
+#include <stdlib.h>
+#include <stdarg.h>
 
 static int out_fd = -1;
 
@@ -47,60 +57,26 @@ static int do_commit(const char *path, uint64_t seed, bool nosync)
 	size_t vlen = 0;
 	unsigned char sb[8];
 	rc = ms_get(s, KT_SEQ_KEY, strlen(KT_SEQ_KEY), sb, sizeof sb, &vlen);
-	if (rc == 0 && vlen == 8) {
-		for (int i = 7; i >= 0; i--)
-			seq = (seq << 8) | sb[i];
-	} else if (rc != MS_NOTFOUND) {
+	if (rc == 0 && vlen == 8)
+		seq = kt_seq_value(sb);
+	else if (rc != MS_NOTFOUND)
 		return fail(rc ? "get-seq" : "seq-length", rc);
-	}
 	say("start %llu\n", (unsigned long long)seq);
 
-	size_t cap = 512 * 1024;
-	unsigned char *buf = malloc(cap);
+	unsigned char *buf = malloc(512 * 1024);
 	if (!buf)
 		return fail("malloc", 0);
 	for (;;) {
 		seq++;
-		struct kt_op ops[KT_MAXOPS];
-		unsigned n = kt_txn_ops(seed, seq, ops);
-		ms_txn *t = NULL;
-		rc = ms_txn_begin(s, 0, &t);
+		const char *what;
+		rc = kt_commit(s, seed, seq, buf, &what);
 		if (rc)
-			return fail("begin", rc);
-		for (unsigned i = 0; i < n; i++) {
-			char key[8];
-			size_t klen = kt_key(key, ops[i].key);
-			if (ops[i].del) {
-				rc = ms_txn_del(t, key, klen);
-				if (rc && rc != MS_NOTFOUND)
-					return fail("del", rc);
-			} else if (i % 3 == 2) {
-				/* Some values are written in place, the rest copied. */
-				void *dst = NULL;
-				rc = ms_txn_reserve(t, key, klen, ops[i].len, &dst);
-				if (rc)
-					return fail("reserve", rc);
-				tu_fill(dst, ops[i].len, kt_value_seed(seed, ops[i].key, seq, ops[i].len));
-			} else {
-				tu_fill(buf, ops[i].len, kt_value_seed(seed, ops[i].key, seq, ops[i].len));
-				rc = ms_txn_put(t, key, klen, buf, ops[i].len);
-				if (rc)
-					return fail("put", rc);
-			}
-		}
-		for (int i = 0; i < 8; i++)
-			sb[i] = (unsigned char)(seq >> (8 * i));
-		rc = ms_txn_put(t, KT_SEQ_KEY, strlen(KT_SEQ_KEY), sb, 8);
-		if (rc)
-			return fail("put-seq", rc);
-		rc = ms_txn_commit(t);
-		if (rc)
-			return fail("commit", rc);
+			return fail(what, rc);
 		say("ack %llu\n", (unsigned long long)seq);
 	}
 }
 
-static int do_hold(const char *path, bool readonly, bool txn)
+static int do_hold(const char *path, bool readonly, bool txn, bool wtxn)
 {
 	ms_options o = { .flags = readonly ? MS_READONLY : MS_CREATE };
 	ms_store *s = NULL;
@@ -110,10 +86,19 @@ static int do_hold(const char *path, bool readonly, bool txn)
 	ms_txn *t = NULL;
 	if (txn && (rc = ms_txn_begin(s, MS_READONLY, &t)) != 0)
 		return fail("begin", rc);
+	ms_txn *w = NULL;
+	if (wtxn) {
+		if ((rc = ms_txn_begin(s, 0, &w)) != 0)
+			return fail("begin-write", rc);
+		if ((rc = ms_txn_put(w, "held", 4, "1", 1)) != 0)
+			return fail("put", rc);
+	}
 	say("ready %llu\n", 0);
 	char c;
 	while (read(0, &c, 1) > 0)
 		;
+	if (w && (rc = ms_txn_commit(w)) != 0)
+		return fail("commit", rc);
 	rc = ms_close(s);
 	if (rc)
 		return fail("close", rc);
@@ -129,13 +114,14 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 4 && strcmp(argv[1], "hold") == 0) {
 		out_fd = atoi(argv[3]);
-		bool ro = false, txn = false;
+		bool ro = false, txn = false, wtxn = false;
 		for (int i = 4; i < argc; i++) {
 			ro |= strcmp(argv[i], "readonly") == 0;
 			txn |= strcmp(argv[i], "txn") == 0;
+			wtxn |= strcmp(argv[i], "wtxn") == 0;
 		}
-		return do_hold(argv[2], ro, txn);
+		return do_hold(argv[2], ro, txn, wtxn);
 	}
-	fprintf(stderr, "usage: ms_test_helper commit PATH FD SEED [nosync] | hold PATH FD [readonly] [txn]\n");
+	fprintf(stderr, "usage: ms_test_helper commit PATH FD SEED [nosync] | hold PATH FD [readonly] [txn] [wtxn]\n");
 	return 2;
 }
