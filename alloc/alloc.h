@@ -89,6 +89,7 @@ int alloc_export(const struct alloc *a, void *buf, size_t cap, size_t *len);
 int alloc_import(const void *buf, size_t len, struct alloc **out);
 
 void alloc_stats(const struct alloc *a, struct alloc_stats *st);
+uint64_t alloc_free_bytes(const struct alloc *a); /* alloc_stats().free_bytes in O(1) */
 
 /* Walk every internal structure and verify every invariant; ALLOC_ECORRUPT on the first violation. */
 int alloc_check(const struct alloc *a);

@@ -67,6 +67,11 @@ int alx_sort_kv(struct alx_kv *v, size_t n)
 
 /* ---- statistics and walks ---- */
 
+uint64_t alloc_free_bytes(const struct alloc *a)
+{
+	return a ? a->ext_bytes + a->run_free : 0;
+}
+
 void alloc_stats(const struct alloc *a, struct alloc_stats *st)
 {
 	if (!st)

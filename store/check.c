@@ -9,10 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <xxhash.h>
 
 #include "internal.h"
 
@@ -201,7 +199,7 @@ static int cmp_block(const void *a, const void *b)
  * heap the allocator accepts (used + free + slack == heap). */
 static void check_tree(struct checker *ck, const uint8_t *base, const struct disk_meta *m, ms_check_stats *cs)
 {
-	struct ictx c = { (uint8_t *)base, m->heap_end, NULL };
+	struct ictx c = { .base = (uint8_t *)base, .heap_end = m->heap_end };
 	struct rebuild rb;
 	memset(&rb, 0, sizeof rb);
 	struct walk w = { .c = &c, .seed = m->hash_seed, .verify_objects = true, .fn = collect, .ctx = &rb,
@@ -258,7 +256,7 @@ static void check_tree(struct checker *ck, const uint8_t *base, const struct dis
 					memcpy(&blen, blob, 8);
 				struct alloc *ca = NULL;
 				if (m->ckpt_len <= 8 || blen > m->ckpt_len - 8 ||
-				    XXH3_64bits_withSeed(blob, m->ckpt_len, MS_SEED_CKPT) != m->ckpt_hash) {
+				    blob_hash(blob, m->ckpt_len) != m->ckpt_hash) {
 					problem(ck, m->ckpt_off, "allocator checkpoint fails its checksum");
 				} else if (alloc_import(blob + 8, (size_t)blen, &ca)) {
 					problem(ck, m->ckpt_off, "allocator checkpoint cannot be loaded");
@@ -290,6 +288,8 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 	int rc = 0;
 	void *map = MAP_FAILED;
 	struct stat sb;
+	ms_store *pin = NULL;
+	ms_txn *pin_txn = NULL;
 	if (fstat(fd, &sb)) {
 		rc = err_errno(MS_EIO, errno, "stat %s", path);
 		goto out;
@@ -298,10 +298,12 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 		rc = err_set(MS_EINVAL, "check %s: not a regular file", path);
 		goto out;
 	}
-	if (flock(fd, LOCK_SH | LOCK_NB)) {
-		rc = err_set(MS_EBUSY, "check %s: the store is open for writing by another process", path);
-		goto out;
-	}
+	/* Hold a snapshot through the reader table while checking, so a writer in another process
+	 * cannot reuse what this check reads: every commit from the pinned one on stays intact. A file
+	 * that does not open (damaged) is checked as it lies. */
+	ms_options ro = { .flags = MS_READONLY };
+	if (ms_open(path, &ro, &pin) == 0 && ms_txn_begin(pin, MS_READONLY, &pin_txn) != 0)
+		pin_txn = NULL;
 	uint64_t size = (uint64_t)sb.st_size;
 	if (size < MS_HEAP_START) {
 		problem(&ck, 0, "file is %llu bytes, too short to be a store", (unsigned long long)size);
@@ -356,6 +358,10 @@ out:
 	if (map != MAP_FAILED)
 		munmap(map, (size_t)sb.st_size);
 	ms_sys.close(fd);
+	if (pin_txn)
+		ms_txn_abort(pin_txn);
+	if (pin)
+		ms_close(pin);
 	if (stats)
 		*stats = cs;
 	return rc;

@@ -1,13 +1,6 @@
-/* store/format.c - checksums of meta pages, nodes and objects, and validation of a meta page read
- * from the file (I1 in format.h). */
-#include <xxhash.h>
-
+/* store/format.c - validation of a meta page read from the file (I1 in format.h); the checksums are
+ * in hash.h. */
 #include "internal.h"
-
-uint64_t meta_hash(const struct disk_meta *m)
-{
-	return XXH3_64bits_withSeed(m, __builtin_offsetof(struct disk_meta, hash), MS_SEED_META);
-}
 
 int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 {
@@ -38,24 +31,4 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 	if (m->obj_bytes + m->node_bytes > m->heap_end - MS_HEAP_START || m->live_bytes > m->obj_bytes)
 		return *why = "space totals exceed the heap", MS_ECORRUPT;
 	return 0;
-}
-
-uint64_t key_hash(uint64_t seed, const void *key, size_t klen)
-{
-	return XXH3_64bits_withSeed(key, klen, seed);
-}
-
-static inline uint64_t obj_seed(const struct disk_obj *o)
-{
-	return o->vlen_flags ^ ((uint64_t)o->klen * 0x9e3779b97f4a7c15ull);
-}
-
-uint32_t obj_hash(const struct disk_obj *o)
-{
-	return (uint32_t)XXH3_64bits_withSeed(o + 1, o->klen + obj_vlen(o), obj_seed(o));
-}
-
-uint32_t node_hash(const struct disk_node *n, unsigned nslots)
-{
-	return (uint32_t)XXH3_64bits_withSeed(&n->bitmap, 4 + 8ull * nslots, MS_SEED_NODE);
 }

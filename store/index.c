@@ -22,8 +22,33 @@ static inline bool is_fresh(const struct ictx *c, ms_off off)
 
 #define MAX_COLLISIONS 65536u
 
-int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
-               unsigned *nslots)
+static inline uint64_t memo_word(ms_off off, uint32_t hash)
+{
+	return (off >> (4 + MEMO_BITS)) << 32 | hash;
+}
+
+/* Is the node at off (n slots) intact? Checks the memo first at the top levels. */
+static inline bool node_verified(const struct ictx *c, const struct disk_node *nd, ms_off off, unsigned n,
+                                 unsigned depth)
+{
+	if (is_fresh(c, off))
+		return true;
+	_Atomic uint64_t *m = NULL;
+	if (c->memo && depth < MEMO_DEPTH) {
+		m = &c->memo[(off >> 4) & ((1u << MEMO_BITS) - 1)];
+		if (atomic_load_explicit(m, memory_order_relaxed) == memo_word(off, nd->hash))
+			return true;
+	}
+	if (MS_UNLIKELY(node_hash(nd, n) != nd->hash))
+		return false;
+	if (m)
+		atomic_store_explicit(m, memo_word(off, nd->hash), memory_order_relaxed);
+	return true;
+}
+
+/* Bounds and shape of the node entry ent points at, without its checksum. */
+static inline int node_at(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
+                          unsigned *nslots)
 {
 	if (MS_UNLIKELY(!ent_is_node(ent) || (ent & 0xe) || (ent >> 48) || depth > MS_MAX_DEPTH))
 		return MS_ECORRUPT;
@@ -43,11 +68,27 @@ int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct 
 	}
 	if (MS_UNLIKELY(!map_ptr(c, off, node_size(n))))
 		return MS_ECORRUPT;
-	if (!is_fresh(c, off) && MS_UNLIKELY(node_hash(nd, n) != nd->hash))
-		return MS_ECORRUPT;
 	*out = nd;
 	*nslots = n;
 	return 0;
+}
+
+int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
+               unsigned *nslots)
+{
+	int rc = node_at(c, ent, depth, out, nslots);
+	if (rc == 0 && MS_UNLIKELY(!node_verified(c, *out, ent_off(ent), *nslots, depth)))
+		rc = MS_ECORRUPT;
+	return rc;
+}
+
+/* Start fetching the block an entry points at: a node's first lines or an object's header and key. */
+static inline void prefetch_entry(const struct ictx *c, uint64_t e)
+{
+	const uint8_t *p = c->base + ent_off(e); /* prefetching an untrusted address cannot fault */
+	__builtin_prefetch(p);
+	__builtin_prefetch(p + 64);
+	__builtin_prefetch(p + 128);
 }
 
 int index_obj(const struct ictx *c, uint64_t ent, const struct disk_obj **out)
@@ -96,10 +137,12 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 	for (unsigned depth = 0;; depth++) {
 		const struct disk_node *nd;
 		unsigned n;
-		int rc = index_node(c, ent, depth, &nd, &n);
+		int rc = node_at(c, ent, depth, &nd, &n);
 		if (rc)
 			return rc;
 		if (MS_UNLIKELY(depth == MS_MAX_DEPTH)) {
+			if (!node_verified(c, nd, ent_off(ent), n, depth))
+				return MS_ECORRUPT;
 			for (unsigned i = 0; i < n; i++) {
 				if (ent_is_node(nd->slot[i]))
 					return MS_ECORRUPT;
@@ -109,12 +152,20 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 			}
 			return MS_NOTFOUND;
 		}
+		/* Read the next entry and start fetching what it points at, then verify this node while
+		 * that line is on its way: the checksum's cost hides behind the miss. Nothing read from
+		 * the node is used before the node has verified. */
 		uint32_t bit = 1u << chunk(h, depth);
-		if (!(nd->bitmap & bit))
+		uint64_t next = (nd->bitmap & bit) ? nd->slot[__builtin_popcount(nd->bitmap & (bit - 1))] : 0;
+		if (next)
+			prefetch_entry(c, next);
+		if (MS_UNLIKELY(!node_verified(c, nd, ent_off(ent), n, depth)))
+			return MS_ECORRUPT;
+		if (!next)
 			return MS_NOTFOUND;
-		ent = nd->slot[__builtin_popcount(nd->bitmap & (bit - 1))];
-		if (!ent_is_node(ent))
-			return entry_match(c, ent, h, key, klen, out);
+		if (!ent_is_node(next))
+			return entry_match(c, next, h, key, klen, out);
+		ent = next;
 	}
 }
 

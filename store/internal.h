@@ -17,6 +17,7 @@
 
 #include "alloc.h"
 #include "format.h"
+#include "hash.h"
 #include "mstore.h"
 
 #ifdef MS_DEBUG
@@ -30,6 +31,13 @@
 
 #define MS_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MS_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Verified-node memo: committed nodes never change in place, so a process remembers which it has
+ * verified (offset tag and stored hash in one word; a node rewritten at the same offset has another
+ * hash and is verified again). Only the top levels are remembered: they are on every lookup's path
+ * and few enough to stay in cache. */
+#define MEMO_BITS 13u
+#define MEMO_DEPTH 3u
 
 /* ---- error.c ---- */
 int err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -79,14 +87,10 @@ struct blocks {
 int blocks_push(struct blocks *b, uint64_t off, uint64_t size);
 void blocks_free(struct blocks *b);
 
-/* ---- format.c ---- */
-uint64_t meta_hash(const struct disk_meta *m);
+/* ---- format.c (hashes in hash.h) ---- */
 /* Validate a meta read from the file of file_size bytes: 0, MS_ECORRUPT or MS_EVERSION, with a reason
  * in *why (static text). */
 int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why);
-uint64_t key_hash(uint64_t seed, const void *key, size_t klen);
-uint32_t obj_hash(const struct disk_obj *o);   /* over the object's key and value that follow it */
-uint32_t node_hash(const struct disk_node *n, unsigned nslots);
 
 /* ---- the committed state a snapshot sees ---- */
 struct snap {
@@ -99,6 +103,8 @@ struct snap {
 	uint64_t node_bytes;
 	uint64_t heap_end;
 	uint64_t flags;      /* MS_META_* of the meta that published it */
+	uint64_t ckpt_off, ckpt_len; /* its valid allocator checkpoint block (0: none): kept allocated
+	                                until the next commit, since the meta still points at it */
 };
 
 /* Pending frees: blocks freed by commit `txnid`, reusable once no snapshot older than it is open. */
@@ -115,12 +121,13 @@ struct pending {
 
 struct reader_slot {
 	_Atomic uint32_t pid;   /* 0: free */
-	_Atomic uint32_t ready; /* root/heap_end/commit_id below describe txnid */
-	_Atomic uint64_t txnid; /* meta sequence of the snapshot; 0 while claiming */
-	uint64_t commit_id;
-	uint64_t root;
-	uint64_t heap_end;
-	uint64_t began_ns;
+	uint32_t pad0;
+	_Atomic uint64_t txnid; /* meta sequence of the snapshot; 0 while claiming. Stored after the
+	                           fields below, so a non-zero txnid always comes with its root */
+	_Atomic uint64_t commit_id;
+	_Atomic uint64_t root;
+	_Atomic uint64_t heap_end;
+	_Atomic uint64_t began_ns;
 	uint64_t pad[2];
 };
 _Static_assert(sizeof(struct reader_slot) == 64, "reader slot is one cache line");
@@ -144,6 +151,7 @@ int lock_writer(struct ms_store *s, bool *owner_died);
 void unlock_writer(struct ms_store *s);
 int reader_claim(struct ms_store *s, struct reader_slot **out);
 void reader_publish(struct reader_slot *r, const struct snap *sn);
+uint64_t reader_root(struct reader_slot *r, uint64_t *heap_end);
 void reader_release(struct reader_slot *r);
 void readers_clear_stale(struct ms_store *s, unsigned *cleared);
 uint64_t readers_oldest(struct ms_store *s);
@@ -187,6 +195,7 @@ struct ms_store {
 	bool ckpt_on_disk;         /* the file's checkpoint still describes cur (nothing committed since) */
 
 	_Atomic uint64_t hits, misses;
+	_Atomic uint64_t memo[1u << MEMO_BITS];
 };
 
 enum { FRESH_OBJ = 0, FRESH_NODE = 1, FRESH_OBJ_UNHASHED = 2 };
@@ -219,10 +228,11 @@ struct ictx {
 	uint8_t *base;
 	uint64_t heap_end;
 	const struct table *fresh; /* a writer's fresh blocks: not yet hashed, not verified */
+	_Atomic uint64_t *memo;    /* NULL: verify every node */
 };
 static inline struct ictx ictx_of(const struct ms_txn *t)
 {
-	struct ictx c = { t->base, t->snap.heap_end, t->rdonly ? NULL : &t->fresh };
+	struct ictx c = { t->base, t->snap.heap_end, t->rdonly ? NULL : &t->fresh, t->s->memo };
 	return c;
 }
 /* Resolve a checked pointer to [off, off+len) or NULL when out of bounds or misaligned. */

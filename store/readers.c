@@ -167,7 +167,6 @@ int reader_claim(ms_store *s, struct reader_slot **out)
 			uint32_t z = 0;
 			if (atomic_load_explicit(&r->pid, memory_order_relaxed) == 0 &&
 			    atomic_compare_exchange_strong(&r->pid, &z, s->pid)) {
-				atomic_store(&r->ready, 0);
 				*out = r;
 				return 0;
 			}
@@ -181,17 +180,24 @@ int reader_claim(ms_store *s, struct reader_slot **out)
 	               MS_READER_SLOTS);
 }
 
+/* Describe the snapshot, then publish its id: a writer that sees the id also sees the root. */
 void reader_publish(struct reader_slot *r, const struct snap *sn)
 {
-	r->root = sn->root;
-	r->heap_end = sn->heap_end;
-	r->began_ns = now_ns();
-	atomic_store(&r->ready, 1);
+	atomic_store_explicit(&r->root, sn->root, memory_order_relaxed);
+	atomic_store_explicit(&r->heap_end, sn->heap_end, memory_order_relaxed);
+	atomic_store_explicit(&r->commit_id, sn->commit_id, memory_order_relaxed);
+	atomic_store_explicit(&r->began_ns, now_ns(), memory_order_relaxed);
+	atomic_store(&r->txnid, sn->txnid);
+}
+
+uint64_t reader_root(struct reader_slot *r, uint64_t *heap_end)
+{
+	*heap_end = atomic_load_explicit(&r->heap_end, memory_order_relaxed);
+	return atomic_load_explicit(&r->root, memory_order_relaxed);
 }
 
 void reader_release(struct reader_slot *r)
 {
-	atomic_store(&r->ready, 0);
 	atomic_store(&r->txnid, 0);
 	atomic_store(&r->pid, 0);
 }
@@ -274,17 +280,21 @@ int ms_readers(ms_store *s, int (*fn)(void *ctx, const ms_reader_info *r), void 
 	for (unsigned i = 0; i < MS_READER_SLOTS; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
-		if (!pid || !atomic_load(&r->ready))
+		uint64_t t = atomic_load(&r->txnid);
+		if (!pid)
 			continue;
 		ms_reader_info info;
 		memset(&info, 0, sizeof info);
-		info.pid = pid;
-		uint64_t t = atomic_load(&r->txnid);
-		info.txn_id = t; /* the meta sequence; see below */
-		info.age_ns = now > r->began_ns ? now - r->began_ns : 0;
-		info.pinned_bytes = pinned_since(s, t);
 		info.alive = pid == s->pid || pid_alive(pid);
-		info.txn_id = r->commit_id;
+		if (!t && info.alive)
+			continue; /* still taking its snapshot */
+		info.pid = pid;
+		if (t) {
+			info.txn_id = atomic_load_explicit(&r->commit_id, memory_order_relaxed);
+			uint64_t began = atomic_load_explicit(&r->began_ns, memory_order_relaxed);
+			info.age_ns = now > began ? now - began : 0;
+			info.pinned_bytes = pinned_since(s, t);
+		}
 		if (fn(ctx, &info))
 			break;
 	}

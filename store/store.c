@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "internal.h"
 
@@ -122,6 +121,9 @@ static void snap_from_meta(struct snap *st, const struct disk_meta *m)
 	st->node_bytes = m->node_bytes;
 	st->heap_end = m->heap_end;
 	st->flags = m->flags;
+	bool ckpt = m->ckpt_off && m->ckpt_txnid == m->txnid;
+	st->ckpt_off = ckpt ? m->ckpt_off : 0;
+	st->ckpt_len = ckpt ? m->ckpt_len : 0;
 }
 
 /* Bring the allocator to the state of meta m: its checkpoint when it is the clean-close one, else a
@@ -136,7 +138,7 @@ static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region
 		if (m->ckpt_len > 8)
 			memcpy(&blob_len, blob, 8);
 		if (m->ckpt_len > 8 && blob_len <= m->ckpt_len - 8 &&
-		    XXH3_64bits_withSeed(blob, m->ckpt_len, MS_SEED_CKPT) == m->ckpt_hash &&
+		    blob_hash(blob, m->ckpt_len) == m->ckpt_hash &&
 		    alloc_import(blob + 8, (size_t)blob_len, &a) == 0) {
 			struct alloc_stats st;
 			alloc_stats(a, &st);
@@ -144,7 +146,6 @@ static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region
 			 * the checkpoint block itself. */
 			if (st.region_bytes == m->heap_end - MS_HEAP_START &&
 			    st.used_bytes == m->obj_bytes + m->node_bytes + alloc_round(m->ckpt_len) &&
-			    alloc_free(a, m->ckpt_off, m->ckpt_len) == 0 &&
 			    (region_end == m->heap_end || alloc_grow(a, region_end) == 0)) {
 				s->alloc = a;
 				*ckpt_used = true;
@@ -154,7 +155,7 @@ static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region
 		}
 		/* A bad checkpoint is only a cache miss: rebuild below. */
 	}
-	struct ictx c = { s->base, m->heap_end, NULL };
+	struct ictx c = { .base = s->base, .heap_end = m->heap_end };
 	struct rebuild rb;
 	memset(&rb, 0, sizeof rb);
 	uint64_t bad = 0;
@@ -249,21 +250,28 @@ static void pending_drop_all(ms_store *s)
  * is handed out. What only readers see is booked as pending, reusable once they are gone. */
 static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_end)
 {
-	struct ictx c = { s->base, cur->heap_end, NULL };
+	struct ictx c = { .base = s->base, .heap_end = cur->heap_end };
 	struct rebuild rb;
 	memset(&rb, 0, sizeof rb);
 	uint64_t bad = 0;
 	const char *why = NULL;
 	int rc = rebuild_collect(&c, cur->root, s->hash_seed, false, &rb, &bad, &why);
+	if (rc == 0 && cur->ckpt_off) { /* the newest meta still points at its checkpoint: keep it */
+		struct blocks b = { rb.blocks, rb.n, rb.cap };
+		rc = blocks_push(&b, cur->ckpt_off, cur->ckpt_len);
+		rb.blocks = b.v, rb.n = b.len, rb.cap = b.cap;
+	}
 	size_t n_cur = rb.n;
 	for (unsigned i = 0; rc == 0 && i < MS_READER_SLOTS; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
-		if (!atomic_load(&r->pid) || !atomic_load(&r->ready) || atomic_load(&r->txnid) == cur->txnid)
+		uint64_t rt = atomic_load(&r->txnid);
+		if (!atomic_load(&r->pid) || rt == 0 || rt == cur->txnid)
 			continue;
-		struct ictx rc_ctx = { s->base, r->heap_end, NULL };
+		uint64_t rheap, rroot = reader_root(r, &rheap);
+		struct ictx rc_ctx = { .base = s->base, .heap_end = rheap };
 		struct rebuild extra;
 		memset(&extra, 0, sizeof extra);
-		rc = rebuild_collect(&rc_ctx, r->root, s->hash_seed, false, &extra, &bad, &why);
+		rc = rebuild_collect(&rc_ctx, rroot, s->hash_seed, false, &extra, &bad, &why);
 		for (size_t k = 0; rc == 0 && k < extra.n; k++) {
 			if (rb.n == rb.cap) {
 				size_t ncap = rb.cap ? rb.cap * 2 : 1024;
@@ -278,38 +286,34 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		}
 		free(extra.blocks);
 	}
+	/* What the newest commit reaches, taken before sorting mixes it with what only readers see. */
 	struct pending *p = NULL;
+	struct table inc;
+	table_init(&inc);
+	for (size_t k = 0; k < n_cur && rc == 0; k++)
+		rc = table_put(&inc, rb.blocks[k].off, 1);
 	if (rc == 0 && rb.n > n_cur) {
 		/* Blocks several snapshots share appear more than once: keep one of each. */
 		qsort(rb.blocks, rb.n, sizeof *rb.blocks, cmp_off);
-		qsort(rb.blocks, n_cur, sizeof *rb.blocks, cmp_off);
-	}
-	if (rc == 0) {
-		/* Dedupe and find what the newest commit does not reach. */
-		struct table inc;
-		table_init(&inc);
-		for (size_t k = 0; k < n_cur && rc == 0; k++)
-			rc = table_put(&inc, rb.blocks[k].off, 1);
 		size_t w = 0;
-		for (size_t k = 0; k < rb.n && rc == 0; k++) {
+		for (size_t k = 0; k < rb.n; k++) {
 			if (w && rb.blocks[w - 1].off == rb.blocks[k].off)
 				continue;
 			rb.blocks[w++] = rb.blocks[k];
 		}
 		rb.n = w;
-		if (rc == 0 && (p = calloc(1, sizeof *p)) != NULL) {
-			p->txnid = cur->txnid + 1; /* conservative: only readers older than the newest pin it */
-			for (size_t k = 0; k < rb.n && rc == 0; k++) {
-				if (table_get(&inc, rb.blocks[k].off))
-					continue;
-				rc = blocks_push(&p->blocks, rb.blocks[k].off, rb.blocks[k].size);
-				p->bytes += alloc_round(rb.blocks[k].size);
-			}
-		} else if (rc == 0) {
+		if ((p = calloc(1, sizeof *p)) == NULL)
 			rc = MS_ENOMEM;
+		if (p)
+			p->txnid = cur->txnid + 1; /* conservative: readers older than the newest pin it */
+		for (size_t k = 0; k < rb.n && rc == 0; k++) {
+			if (table_get(&inc, rb.blocks[k].off))
+				continue;
+			rc = blocks_push(&p->blocks, rb.blocks[k].off, rb.blocks[k].size);
+			p->bytes += alloc_round(rb.blocks[k].size);
 		}
-		table_free(&inc);
 	}
+	table_free(&inc);
 	struct alloc *a = NULL;
 	if (rc == 0) {
 		int ar = alloc_rebuild(MS_HEAP_START, region_end, rb.blocks, rb.n, &a);
@@ -432,6 +436,8 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	}
 	s->fd = -1;
 	s->flags = o->flags;
+	for (size_t i = 0; i < sizeof s->memo / sizeof s->memo[0]; i++)
+		atomic_init(&s->memo[i], UINT64_MAX); /* a tag no offset below 2^48 has */
 	s->capacity = o->capacity;
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
@@ -574,7 +580,7 @@ static int write_checkpoint(ms_store *s)
 	st.txnid++;
 	st.heap_end = s->file_size;
 	st.flags = 0;
-	uint64_t h = XXH3_64bits_withSeed(s->base + off, cap, MS_SEED_CKPT);
+	uint64_t h = blob_hash(s->base + off, cap);
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (checkpoint)", s->path);
 	if ((rc = store_write_meta(s, &st, off, cap, h, st.txnid)))
@@ -582,6 +588,8 @@ static int write_checkpoint(ms_store *s)
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (close)", s->path);
 	readers_note_commit(s, st.txnid, 0);
+	st.ckpt_off = off;
+	st.ckpt_len = cap;
 	s->cur = st;
 	s->alloc_txnid = st.txnid;
 	s->ckpt_on_disk = true;

@@ -100,16 +100,15 @@ static int txn_room(struct ms_txn *t, uint64_t obj_bytes)
 			               (unsigned long long)s->capacity);
 		return 0;
 	}
-	struct alloc_stats st;
-	alloc_stats(s->alloc, &st);
 	uint64_t need = obj_bytes + 16 * node_size(MS_FANOUT);
-	if (st.free_bytes >= need + DEL_RESERVE)
+	uint64_t free_bytes = alloc_free_bytes(s->alloc);
+	if (free_bytes >= need + DEL_RESERVE)
 		return 0;
 	readers_release_pending(s);
-	alloc_stats(s->alloc, &st);
-	if (st.free_bytes >= need + DEL_RESERVE)
+	free_bytes = alloc_free_bytes(s->alloc);
+	if (free_bytes >= need + DEL_RESERVE)
 		return 0;
-	int rc = map_grow(s, s->file_size + need + DEL_RESERVE - st.free_bytes);
+	int rc = map_grow(s, s->file_size + need + DEL_RESERVE - free_bytes);
 	if (rc)
 		return rc;
 	t->base = s->base;
@@ -170,26 +169,24 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 			free(t);
 			return rc;
 		}
-		/* Publish the snapshot's id before reading it, and read the newest id again after: a writer
-		 * that scans the table after our store sees us and keeps what we may read (seq_cst on
-		 * both sides). */
+		/* Take the newest snapshot, publish it in the slot, then read the newest id again: a writer
+		 * that scans the table after our store sees us and keeps what we may read; one that
+		 * committed before it makes us try again (seq_cst on both sides, Dekker-style). */
 		for (unsigned tries = 0;; tries++) {
 			uint64_t id = atomic_load(&s->lf->txnid);
-			atomic_store(&t->slot->txnid, id);
-			if (atomic_load(&s->lf->txnid) != id)
-				continue;
 			rc = store_snap(s, id, &t->snap);
-			if (rc == 0)
-				break;
-			if (rc != MS_NOTFOUND || tries > 1000) {
+			if (rc == 0) {
+				reader_publish(t->slot, &t->snap);
+				if (atomic_load(&s->lf->txnid) == id)
+					break;
+				atomic_store(&t->slot->txnid, 0);
+			} else if (rc != MS_NOTFOUND || tries > 1000) {
 				reader_release(t->slot);
 				free(t);
 				return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no meta page holds commit %llu",
 				                                   s->path, (unsigned long long)id) : rc;
 			}
 		}
-		t->slot->commit_id = t->snap.commit_id;
-		reader_publish(t->slot, &t->snap);
 		pthread_mutex_lock(&s->lock);
 		t->base = s->base;
 		txn_link(s, t);
@@ -363,6 +360,13 @@ int ms_txn_commit(ms_txn *t)
 		}
 	}
 	struct snap next = t->snap;
+	if (next.ckpt_off) {
+		/* The new meta no longer points at the checkpoint: its block is free after this commit. */
+		if ((rc = txn_reserve_freed(t)))
+			goto discard;
+		txn_release(t, next.ckpt_off, next.ckpt_len);
+		next.ckpt_off = next.ckpt_len = 0;
+	}
 	next.txnid = s->cur.txnid + 1;
 	next.commit_id = s->cur.commit_id + 1;
 	next.heap_end = s->file_size;

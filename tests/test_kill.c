@@ -39,14 +39,16 @@ struct campaign {
 	/* What the rounds since the last check allow: the store holds transaction lo or lo + 1. */
 	uint64_t lo;
 	char last_lines[200];
+	char history[4][160]; /* what the last rounds did, for failure messages */
 	/* statistics */
 	uint64_t acks, checks, kills_before_start, shared_rounds, snapshots, in_flight_found;
 	unsigned char *buf; /* 512 KiB for kt_commit */
 };
 
 #define KCHK(c, cond, fmt, ...)                                                                        \
-	cr_assert(cond, "[MS_TEST_SEED=%" PRIu64 " round %u%s] " fmt, tu_seed(), (c)->round,             \
-		  (c)->nosync ? " nosync" : "", ##__VA_ARGS__)
+	cr_assert(cond, "[MS_TEST_SEED=%" PRIu64 " round %u%s] " fmt "\n  rounds before: %s | %s | %s | %s",      \
+		  tu_seed(), (c)->round, (c)->nosync ? " nosync" : "", ##__VA_ARGS__, (c)->history[((c)->round + 0) % 4], \
+		  (c)->history[((c)->round + 1) % 4], (c)->history[((c)->round + 2) % 4], (c)->history[((c)->round + 3) % 4])
 
 static void model_apply_to(struct campaign *c, struct kstate *keys, uint64_t seq)
 {
@@ -356,6 +358,10 @@ static void one_round(struct campaign *c, tu_rng *r, bool check)
 	} else {
 		c->kills_before_start++;
 	}
+	snprintf(c->history[c->round % 4], sizeof c->history[0],
+		 "round %u: kill %s, helper %s %" PRIu64 ", %u acks%s%s", c->round,
+		 how < 12 ? "early" : how < 60 ? "just after an ack" : "after a delay", started ? "started at" : "never started",
+		 start, nacks, mine ? ", store shared" : "", check || mine ? ", checked" : ", not checked");
 	if (mine) {
 		/* The helper died, perhaps holding the writer lock: this handle settles the model on its
 		 * state and commits the next transaction itself (a hang here ends the test by SIGALRM). */

@@ -29,6 +29,7 @@ int cmd_del(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_stat(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_readers(int argc, char **argv);
 
 /* "mstore: <message>\n" on stderr; returns CLI_ERROR so callers can `return cli_error(...)`. */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

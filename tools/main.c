@@ -18,6 +18,7 @@ static const struct command {
 	{"ls", cmd_ls, "list the keys, one a line"},
 	{"stat", cmd_stat, "show the store's figures (--json for a program)"},
 	{"check", cmd_check, "verify the whole file; exit 3 when damaged"},
+	{"readers", cmd_readers, "list the read transactions of every process (--clear-stale)"},
 };
 
 static void usage(FILE *f)

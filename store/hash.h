@@ -1,0 +1,42 @@
+/* store/hash.h - the checksums and the key hash, inline on the lookup path (XXH3 from libxxhash's
+ * header, compiled into the caller so short inputs cost no call and no dispatch). */
+#ifndef MSTORE_HASH_H
+#define MSTORE_HASH_H
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "format.h"
+
+static inline uint64_t key_hash(uint64_t seed, const void *key, size_t klen)
+{
+	return XXH3_64bits_withSeed(key, klen, seed);
+}
+
+static inline uint64_t obj_seed(const struct disk_obj *o)
+{
+	return o->vlen_flags ^ ((uint64_t)o->klen * 0x9e3779b97f4a7c15ull);
+}
+
+/* Over the object's key and value that follow the header, seeded with the header but its clock. */
+static inline uint32_t obj_hash(const struct disk_obj *o)
+{
+	return (uint32_t)XXH3_64bits_withSeed(o + 1, o->klen + obj_vlen(o), obj_seed(o));
+}
+
+static inline uint32_t node_hash(const struct disk_node *n, unsigned nslots)
+{
+	return (uint32_t)XXH3_64bits_withSeed(&n->bitmap, 4 + 8ull * nslots, MS_SEED_NODE);
+}
+
+static inline uint64_t meta_hash(const struct disk_meta *m)
+{
+	return XXH3_64bits_withSeed(m, __builtin_offsetof(struct disk_meta, hash), MS_SEED_META);
+}
+
+static inline uint64_t blob_hash(const void *p, size_t len)
+{
+	return XXH3_64bits_withSeed(p, len, MS_SEED_CKPT);
+}
+
+#endif

@@ -1,0 +1,443 @@
+/* tests/test_tsan.c - threads sharing one ms_store handle: readers, a writer, and threads that open
+ * and close read transactions as fast as they can, every value checked against what was committed.
+ *
+ * Why this file exists: it is the test the ThreadSanitizer build runs (scripts/test.sh builds with
+ * MSTORE_SANITIZE=thread and runs this file only), so it is written to make the library's threads
+ * meet: the handle's locks, the reader table, the commit that publishes a new state, the growth of
+ * the file (remapping) under readers that hold zero-copy pointers. Its own bookkeeping is atomic,
+ * so any race TSan reports is the library's. It passes in the normal build too, where it checks the
+ * same things without the race detector. Criterion forks each test into its own process; that is
+ * fine for TSan (each test's process is instrumented on its own).
+ *
+ * MS_TSAN_SECONDS sets how long each test runs (default 2); MS_TEST_SEED the seed (printed on failure).
+ */
+#include "testutil.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+TestSuite(tsan, .init = tu_setup, .fini = tu_teardown, .timeout = 300);
+
+#define TCHK(cond, fmt, ...) \
+	cr_assert(cond, "[MS_TEST_SEED=%" PRIu64 "] " fmt, tu_seed(), ##__VA_ARGS__)
+
+#define NKEYS 64u
+#define MAX_COMMITS (1u << 20)
+#define HDR 16u
+#define VER_KEY "ver"
+
+/* A value of key k written by commit v: a header (key, length, commit) then tu_fill bytes. */
+struct hdr {
+	uint32_t key, len;
+	uint64_t ver;
+};
+
+static uint64_t fill_seed(const struct hdr *h)
+{
+	return tu_seed3(h->key, h->ver, h->len);
+}
+
+static size_t key_name(char *buf, unsigned k)
+{
+	return (size_t)snprintf(buf, 8, "k%02u", k);
+}
+
+/* What the commits did, for the readers: touched[v] has bit k when commit v put or deleted key k,
+ * deleted[v] when it deleted it. Written by the writer before its commit; a reader that sees commit
+ * v through the store must see these too (the library's publication orders them). */
+static _Atomic uint64_t touched[MAX_COMMITS + 1], deleted[MAX_COMMITS + 1];
+
+struct shared {
+	ms_store *s;
+	double end;
+	uint64_t seed;
+	_Atomic bool stop;
+	_Atomic uint64_t commits, reads, checks, begins, failures;
+	char failure[512];
+	pthread_mutex_t failure_lock;
+};
+
+static void fail_once(struct shared *sh, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_once(struct shared *sh, const char *fmt, ...)
+{
+	pthread_mutex_lock(&sh->failure_lock);
+	if (atomic_fetch_add(&sh->failures, 1) == 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(sh->failure, sizeof sh->failure, fmt, ap);
+		va_end(ap);
+	}
+	pthread_mutex_unlock(&sh->failure_lock);
+	atomic_store(&sh->stop, true);
+}
+
+static bool running(struct shared *sh)
+{
+	return !atomic_load(&sh->stop) && tu_now() < sh->end;
+}
+
+static size_t value_len(tu_rng *r)
+{
+	uint64_t c = tu_below(r, 100);
+	if (c < 60)
+		return (size_t)tu_range(r, HDR, 300);
+	if (c < 95)
+		return (size_t)tu_range(r, 301, 8192);
+	return (size_t)tu_range(r, 8193, 256 * 1024); /* grows the file: remaps under the readers */
+}
+
+static void *writer_main(void *arg)
+{
+	struct shared *sh = arg;
+	tu_rng r = { tu_seed3(sh->seed, 0x77, 0) };
+	unsigned char *buf = malloc(256 * 1024);
+	if (!buf) {
+		fail_once(sh, "malloc");
+		return NULL;
+	}
+	for (uint64_t v = 1; v <= MAX_COMMITS && running(sh); v++) {
+		ms_txn *t;
+		int rc = ms_txn_begin(sh->s, 0, &t);
+		if (rc) {
+			fail_once(sh, "writer: begin = %d (%s)", rc, ms_strerror(rc));
+			break;
+		}
+		uint64_t tm = 0, dm = 0;
+		unsigned n = (unsigned)tu_range(&r, 1, 4);
+		for (unsigned i = 0; i < n && rc == 0; i++) {
+			unsigned k = (unsigned)tu_below(&r, NKEYS);
+			char key[8];
+			size_t klen = key_name(key, k);
+			tm |= 1ull << k;
+			if (tu_below(&r, 100) < 20) {
+				rc = ms_txn_del(t, key, klen);
+				if (rc == MS_NOTFOUND)
+					rc = 0;
+				dm |= 1ull << k;
+				continue;
+			}
+			dm &= ~(1ull << k);
+			size_t len = value_len(&r);
+			struct hdr h = { k, (uint32_t)len, v };
+			if (i % 2) {
+				void *dst;
+				rc = ms_txn_reserve(t, key, klen, len, &dst);
+				if (rc == 0) {
+					memcpy(dst, &h, HDR);
+					tu_fill((unsigned char *)dst + HDR, len - HDR, fill_seed(&h));
+				}
+			} else {
+				memcpy(buf, &h, HDR);
+				tu_fill(buf + HDR, len - HDR, fill_seed(&h));
+				rc = ms_txn_put(t, key, klen, buf, len);
+			}
+		}
+		if (rc == 0)
+			rc = ms_txn_put(t, VER_KEY, strlen(VER_KEY), &v, sizeof v);
+		if (rc) {
+			ms_txn_abort(t);
+			fail_once(sh, "writer: commit %" PRIu64 ": an operation = %d (%s)", v, rc, ms_strerror(rc));
+			break;
+		}
+		atomic_store(&touched[v], tm);
+		atomic_store(&deleted[v], dm);
+		rc = ms_txn_commit(t);
+		if (rc) {
+			fail_once(sh, "writer: commit %" PRIu64 " = %d (%s): %s", v, rc, ms_strerror(rc), ms_last_error());
+			break;
+		}
+		atomic_store(&sh->commits, v);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* The newest commit at or before snapshot `snap` that touched key k (0: none). */
+static uint64_t last_touch(uint64_t snap, unsigned k)
+{
+	for (uint64_t c = snap; c > 0; c--)
+		if (atomic_load(&touched[c]) & (1ull << k))
+			return c;
+	return 0;
+}
+
+static uint64_t txn_ver(struct shared *sh, ms_txn *t, bool *ok)
+{
+	ms_val v;
+	uint64_t ver = 0;
+	int rc = ms_txn_get(t, VER_KEY, strlen(VER_KEY), &v);
+	*ok = true;
+	if (rc == 0 && v.len == sizeof ver)
+		memcpy(&ver, v.data, sizeof ver);
+	else if (rc != MS_NOTFOUND) {
+		fail_once(sh, "get ver = %d (%s), %zu bytes", rc, ms_strerror(rc), rc ? 0 : v.len);
+		*ok = false;
+	}
+	return ver;
+}
+
+/* Key k in snapshot snap must be exactly what the last commit at or before snap left there. */
+static bool check_key(struct shared *sh, ms_txn *t, uint64_t snap, unsigned k, ms_val *out)
+{
+	char key[8];
+	size_t klen = key_name(key, k);
+	ms_val v;
+	int rc = ms_txn_get(t, key, klen, &v);
+	uint64_t want = last_touch(snap, k);
+	bool gone = want == 0 || (atomic_load(&deleted[want]) & (1ull << k));
+	atomic_fetch_add_explicit(&sh->checks, 1, memory_order_relaxed);
+	if (rc == MS_NOTFOUND) {
+		if (!gone)
+			fail_once(sh, "snapshot %" PRIu64 ": %s is absent, but commit %" PRIu64 " put it", snap, key, want);
+		return gone;
+	}
+	if (rc) {
+		fail_once(sh, "snapshot %" PRIu64 ": get %s = %d (%s): %s", snap, key, rc, ms_strerror(rc), ms_last_error());
+		return false;
+	}
+	struct hdr h;
+	if (v.len < HDR) {
+		fail_once(sh, "snapshot %" PRIu64 ": %s has %zu bytes", snap, key, v.len);
+		return false;
+	}
+	memcpy(&h, v.data, HDR);
+	if (h.key != k || h.len != v.len || !tu_check_fill((const unsigned char *)v.data + HDR, v.len - HDR, fill_seed(&h))) {
+		fail_once(sh, "snapshot %" PRIu64 ": %s (%zu bytes) is not a whole value written for it", snap, key, v.len);
+		return false;
+	}
+	if (gone || h.ver != want) {
+		fail_once(sh, "snapshot %" PRIu64 ": %s holds commit %" PRIu64 "'s value, want %s %" PRIu64, snap, key, h.ver,
+			  gone ? "absent since" : "commit", want);
+		return false;
+	}
+	if (out)
+		*out = v;
+	return true;
+}
+
+static void *reader_main(void *arg)
+{
+	struct shared *sh = arg;
+	static _Atomic unsigned ids;
+	unsigned id = atomic_fetch_add(&ids, 1);
+	tu_rng r = { tu_seed3(sh->seed, 0x72, id) };
+	uint64_t seen = 0;
+	while (running(sh)) {
+		ms_txn *t;
+		int rc = ms_txn_begin(sh->s, MS_READONLY, &t);
+		if (rc) {
+			fail_once(sh, "reader %u: begin = %d (%s)", id, rc, ms_strerror(rc));
+			break;
+		}
+		bool ok;
+		uint64_t snap = txn_ver(sh, t, &ok);
+		if (ok && snap < seen)
+			fail_once(sh, "reader %u: snapshot %" PRIu64 " after %" PRIu64, id, snap, seen);
+		seen = snap;
+		/* Keep one zero-copy value across the other reads (and the writer's growth). */
+		ms_val held = { NULL, 0 };
+		unsigned held_key = 0;
+		unsigned n = (unsigned)tu_range(&r, 4, 16);
+		for (unsigned i = 0; i < n && ok; i++) {
+			unsigned k = (unsigned)tu_below(&r, NKEYS);
+			ms_val v = { NULL, 0 };
+			ok = check_key(sh, t, snap, k, &v);
+			if (ok && v.data && !held.data) {
+				held = v;
+				held_key = k;
+			}
+		}
+		if (ok && tu_below(&r, 100) < 5) {
+			ms_iter *it;
+			ms_val ik, iv;
+			unsigned count = 0;
+			rc = ms_iter_open(t, &it);
+			while (rc == 0 && (rc = ms_iter_next(it, &ik, &iv)) == 0)
+				count++;
+			ms_iter_close(it);
+			if (rc != MS_NOTFOUND || count > NKEYS + 1)
+				fail_once(sh, "reader %u: iteration ended with %d after %u", id, rc, count);
+		}
+		if (ok && held.data) {
+			struct hdr h;
+			memcpy(&h, held.data, HDR);
+			if (h.key != held_key || !tu_check_fill((const unsigned char *)held.data + HDR, held.len - HDR, fill_seed(&h)))
+				fail_once(sh, "reader %u: a held value of k%02u changed inside snapshot %" PRIu64, id, held_key, snap);
+		}
+		if (ok && txn_ver(sh, t, &ok) != snap && ok)
+			fail_once(sh, "reader %u: the snapshot moved", id);
+		ms_txn_abort(t);
+		atomic_fetch_add_explicit(&sh->reads, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+/* Every slot is this process's, and alive. */
+static int count_fn(void *ctx, const ms_reader_info *r)
+{
+	unsigned *bad = ctx;
+	if (r->pid != (uint64_t)getpid() || !r->alive)
+		(*bad)++;
+	return 0;
+}
+
+/* Open and close read transactions as fast as possible, with the calls that read the shared state
+ * of the handle beside them: ms_get (its own transaction), ms_stat, ms_readers, ms_reader_check. */
+static void *churn_main(void *arg)
+{
+	struct shared *sh = arg;
+	static _Atomic unsigned ids;
+	unsigned id = atomic_fetch_add(&ids, 1);
+	unsigned char buf[300];
+	uint64_t i = 0;
+	while (running(sh)) {
+		ms_txn *t[3];
+		unsigned n = (unsigned)(i % 3) + 1;
+		int rc = 0;
+		for (unsigned j = 0; j < n && rc == 0; j++) /* a thread may hold several */
+			if ((rc = ms_txn_begin(sh->s, MS_READONLY, &t[j])) != 0)
+				n = j;
+		if (rc)
+			fail_once(sh, "churn %u: begin = %d (%s)", id, rc, ms_strerror(rc));
+		for (unsigned j = n; j > 0; j--)
+			ms_txn_abort(t[j - 1]);
+		atomic_fetch_add_explicit(&sh->begins, n, memory_order_relaxed);
+		size_t vlen;
+		char key[8];
+		key_name(key, (unsigned)(i % NKEYS));
+		rc = ms_get(sh->s, key, 3, buf, sizeof buf, &vlen);
+		if (rc && rc != MS_NOTFOUND && rc != MS_ERANGE)
+			fail_once(sh, "churn %u: ms_get = %d (%s)", id, rc, ms_strerror(rc));
+		if (i % 16 == 0) {
+			ms_stats st;
+			if ((rc = ms_stat(sh->s, &st)) != 0)
+				fail_once(sh, "churn %u: ms_stat = %d", id, rc);
+			unsigned bad = 0;
+			if ((rc = ms_readers(sh->s, count_fn, &bad)) != 0 || bad)
+				fail_once(sh, "churn %u: ms_readers = %d, %u slots of another or a dead process", id, rc, bad);
+			unsigned cleared = 0;
+			if ((rc = ms_reader_check(sh->s, &cleared)) != 0 || cleared != 0)
+				fail_once(sh, "churn %u: ms_reader_check = %d cleared %u slots of live threads", id, rc, cleared);
+		}
+		i++;
+	}
+	return NULL;
+}
+
+static void run_threads(struct shared *sh, unsigned nreaders, unsigned nchurn)
+{
+	pthread_t w, r[8], c[8];
+	cr_assert(nreaders <= 8 && nchurn <= 8);
+	cr_assert_eq(pthread_create(&w, NULL, writer_main, sh), 0);
+	for (unsigned i = 0; i < nreaders; i++)
+		cr_assert_eq(pthread_create(&r[i], NULL, reader_main, sh), 0);
+	for (unsigned i = 0; i < nchurn; i++)
+		cr_assert_eq(pthread_create(&c[i], NULL, churn_main, sh), 0);
+	pthread_join(w, NULL);
+	atomic_store(&sh->stop, true); /* the writer ends first when it fails or has done MAX_COMMITS */
+	for (unsigned i = 0; i < nreaders; i++)
+		pthread_join(r[i], NULL);
+	for (unsigned i = 0; i < nchurn; i++)
+		pthread_join(c[i], NULL);
+}
+
+static void shared_init(struct shared *sh, const char *path, unsigned flags)
+{
+	memset(sh, 0, sizeof *sh);
+	pthread_mutex_init(&sh->failure_lock, NULL);
+	sh->seed = tu_seed();
+	sh->s = tu_open(path, MS_CREATE | flags, 0);
+	sh->end = tu_now() + tu_env_double("MS_TSAN_SECONDS", 2);
+}
+
+Test(tsan, four_readers_a_writer_and_transaction_churn_share_one_handle)
+{
+	const char *path = tu_path("tsan.ms");
+	static struct shared sh;
+	/* MS_NOSYNC: durability is not what is tested here, and faster commits mean more interleavings. */
+	shared_init(&sh, path, MS_NOSYNC);
+	run_threads(&sh, 4, 2);
+	TCHK(atomic_load(&sh.failures) == 0, "%" PRIu64 " failures; the first: %s", atomic_load(&sh.failures), sh.failure);
+	uint64_t commits = atomic_load(&sh.commits);
+	cr_log_info("tsan: %" PRIu64 " commits, %" PRIu64 " read transactions checking %" PRIu64 " values, %" PRIu64
+		    " churned read transactions (MS_TEST_SEED=%" PRIu64 ")", commits, atomic_load(&sh.reads),
+		    atomic_load(&sh.checks), atomic_load(&sh.begins), tu_seed());
+	TCHK(commits > 20 && atomic_load(&sh.reads) > 20 && atomic_load(&sh.begins) > 100,
+	     "too little happened: %" PRIu64 " commits, %" PRIu64 " reads", commits, atomic_load(&sh.reads));
+	/* Everything ended: no reader is left, and the final state is every key's last commit. */
+	ms_stats st = tu_stat(sh.s);
+	TCHK(st.readers == 0, "%" PRIu64 " readers after every thread ended", st.readers);
+	ms_txn *t = tu_begin(sh.s, MS_READONLY);
+	bool ok;
+	TCHK(txn_ver(&sh, t, &ok) == commits && ok, "the store's last commit is not the writer's last");
+	for (unsigned k = 0; k < NKEYS; k++)
+		TCHK(check_key(&sh, t, commits, k, NULL), "final state: %s", sh.failure);
+	ms_txn_abort(t);
+	tu_close(sh.s);
+	tu_check_sound(path);
+}
+
+struct counter_ctx {
+	ms_store *s;
+	unsigned n;
+	_Atomic int failed;
+	_Atomic bool done;
+};
+
+static void *incr_main(void *arg)
+{
+	struct counter_ctx *c = arg;
+	for (unsigned i = 0; i < c->n; i++) {
+		ms_txn *t;
+		if (ms_txn_begin(c->s, 0, &t)) {
+			atomic_store(&c->failed, 1);
+			return NULL;
+		}
+		ms_val v;
+		uint64_t x = 0;
+		if (ms_txn_get(t, "n", 1, &v) == 0 && v.len == 8)
+			memcpy(&x, v.data, 8);
+		x++;
+		if (ms_txn_put(t, "n", 1, &x, 8) || ms_txn_commit(t)) {
+			atomic_store(&c->failed, 2);
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+static void *watch_main(void *arg)
+{
+	struct counter_ctx *c = arg;
+	uint64_t last = 0;
+	while (!atomic_load(&c->done)) {
+		uint64_t x = 0;
+		size_t len;
+		int rc = ms_get(c->s, "n", 1, &x, sizeof x, &len);
+		if ((rc && rc != MS_NOTFOUND) || x < last)
+			atomic_store(&c->failed, 3);
+		last = x;
+	}
+	return NULL;
+}
+
+Test(tsan, write_transactions_of_several_threads_take_turns)
+{
+	struct counter_ctx c = { .s = tu_open(tu_path("incr.ms"), MS_CREATE | MS_NOSYNC, 0), .n = 400 };
+	pthread_t w[3], r;
+	cr_assert_eq(pthread_create(&r, NULL, watch_main, &c), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(pthread_create(&w[i], NULL, incr_main, &c), 0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(w[i], NULL);
+	atomic_store(&c.done, true);
+	pthread_join(r, NULL);
+	TCHK(atomic_load(&c.failed) == 0, "a thread failed (%d: 1 begin, 2 put/commit, 3 a read went back)",
+	     atomic_load(&c.failed));
+	uint64_t x = 0;
+	size_t len;
+	TCHK(ms_get(c.s, "n", 1, &x, sizeof x, &len) == 0 && x == 3 * c.n, "three threads added %u, the counter is %" PRIu64,
+	     3 * c.n, x);
+	tu_close(c.s);
+	tu_check_sound(tu_path("incr.ms"));
+}
