@@ -61,8 +61,8 @@ extern "C" {
 #define MS_EVERSION  (-5)  /* the file's format is newer than this library */
 #define MS_EIO       (-6)  /* an I/O or sync error; after a failed sync commits are refused until reopen */
 #define MS_ENOMEM    (-7)  /* memory or address space exhausted */
-#define MS_EBUSY     (-8)  /* a conflicting operation holds what is needed (e.g. another process has
-                              the store open for writing) */
+#define MS_EBUSY     (-8)  /* a conflicting operation holds what is needed (the reader table is full,
+                              this thread already has a write transaction) */
 #define MS_ERDONLY   (-9)  /* a write through a read-only store or transaction */
 #define MS_ERANGE    (-10) /* a caller's buffer is too small; the needed length is reported */
 
@@ -89,7 +89,7 @@ typedef struct ms_stats {
 	uint64_t file_bytes;     /* the store file's size */
 	uint64_t largest_free;   /* the largest single free extent */
 	uint64_t capacity;       /* as given at open (0: no limit) */
-	uint64_t txn_id;         /* id of the newest committed transaction */
+	uint64_t txn_id;         /* id of the newest committed transaction (a clean close is no commit) */
 	uint64_t readers;        /* live read transactions */
 	uint64_t hits, misses, evictions, evicted_bytes, expired; /* cache counters (this handle) */
 	/* Beyond the contract: */
@@ -101,9 +101,10 @@ typedef struct ms_stats {
 	uint64_t overhead_bytes; /* fixed overhead: meta pages and unusable slack */
 } ms_stats;
 
-/* Open (or with MS_CREATE create) the store at path. Another process holding the store open for
- * writing makes this MS_EBUSY. A damaged file or one that is not a store: MS_ECORRUPT; a newer
- * format: MS_EVERSION; a file refused is left byte for byte as it was. After an unclean shutdown the
+/* Open (or with MS_CREATE create) the store at path, and its lock file path + "-lock" (created when
+ * missing; it must be writable). Other processes may have the store open at the same time. A damaged
+ * file or one that is not a store: MS_ECORRUPT; a newer format: MS_EVERSION; a missing file without
+ * MS_CREATE, a directory: MS_EINVAL; a file refused is left byte for byte as it was. After an unclean shutdown the
  * newest valid commit is opened and the allocator is rebuilt from the index (bounded by the number
  * of objects); after a clean close nothing is scanned. */
 MS_API int ms_open(const char *path, const ms_options *opt, ms_store **out);
@@ -113,7 +114,7 @@ MS_API int ms_open(const char *path, const ms_options *opt, ms_store **out);
  * closed). ms_close(NULL) is 0. */
 MS_API int ms_close(ms_store *s);
 
-/* Begin a transaction: flags 0 for a write transaction (waits for another writer of this handle),
+/* Begin a transaction: flags 0 for a write transaction (waits for the writer of any process),
  * MS_READONLY for a read snapshot. MS_ERDONLY for a write transaction on a read-only store; MS_EIO
  * when an earlier sync failed. */
 MS_API int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out);
@@ -187,8 +188,9 @@ MS_API const char *ms_last_error(void);
  * Each problem is reported through fn (may be NULL) with its file offset. Returns 0 when the store is
  * sound, MS_ECORRUPT when a problem was found, MS_EIO/MS_EINVAL when the file cannot be read.
  * `stats` (may be NULL) receives what was counted. Safe on any input; never modifies the file.
- * MS_EBUSY while another process has the store open for writing (its state is moving). When the
- * newest commit is damaged but the one before is intact, that is reported as a problem too. */
+ * While other processes use the store, the check holds a read snapshot (when the file opens at all) so
+ * that writers cannot reuse what it reads. When the newest commit is damaged but the one before is
+ * intact, that is reported as a problem too. */
 typedef void (*ms_check_fn)(void *ctx, uint64_t offset, const char *problem);
 typedef struct ms_check_stats {
 	uint64_t txn_id;      /* the commit that was checked */
