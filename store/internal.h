@@ -136,7 +136,9 @@ struct lock_file {
 	_Atomic uint64_t magic;
 	uint32_t version, nslots;
 	_Atomic uint64_t txnid; /* newest committed meta sequence */
-	uint64_t pad0[5];
+	_Atomic uint32_t slots_hi; /* no slot at or past this index was ever claimed: scans stop here */
+	uint32_t pad1;
+	uint64_t pad0[4];
 	_Alignas(64) pthread_mutex_t wmutex; /* robust, process-shared: the writer lock */
 	_Alignas(64) _Atomic uint64_t ring_txnid[MS_COMMIT_RING]; /* bytes freed by recent commits */
 	_Atomic uint64_t ring_freed[MS_COMMIT_RING];
@@ -164,7 +166,6 @@ struct ms_store {
 	int lock_fd;
 	struct lock_file *lf;
 	uint32_t pid;
-	unsigned slot_hint;
 	uint64_t alloc_txnid; /* the commit the allocator describes; 0: none yet */
 	unsigned flags;
 	uint64_t capacity;

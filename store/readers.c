@@ -152,6 +152,12 @@ int lock_writer(ms_store *s, bool *owner_died)
 
 void unlock_writer(ms_store *s) { pthread_mutex_unlock(&s->lf->wmutex); }
 
+static inline unsigned slots_end(ms_store *s)
+{
+	unsigned hi = atomic_load(&s->lf->slots_hi);
+	return hi < MS_READER_SLOTS ? hi : MS_READER_SLOTS;
+}
+
 static bool pid_alive(uint32_t pid)
 {
 	return kill((pid_t)pid, 0) == 0 || errno != ESRCH;
@@ -160,13 +166,16 @@ static bool pid_alive(uint32_t pid)
 int reader_claim(ms_store *s, struct reader_slot **out)
 {
 	struct lock_file *lf = s->lf;
-	unsigned start = (unsigned)(s->slot_hint++ % MS_READER_SLOTS);
+	/* First fit, so slots in use stay packed at the start and scans stop at slots_hi. */
 	for (unsigned pass = 0; pass < 2; pass++) {
 		for (unsigned k = 0; k < MS_READER_SLOTS; k++) {
-			struct reader_slot *r = &lf->slots[(start + k) % MS_READER_SLOTS];
+			struct reader_slot *r = &lf->slots[k];
 			uint32_t z = 0;
 			if (atomic_load_explicit(&r->pid, memory_order_relaxed) == 0 &&
 			    atomic_compare_exchange_strong(&r->pid, &z, s->pid)) {
+				uint32_t hi = atomic_load(&lf->slots_hi);
+				while (hi < k + 1 && !atomic_compare_exchange_weak(&lf->slots_hi, &hi, k + 1))
+					;
 				*out = r;
 				return 0;
 			}
@@ -205,7 +214,7 @@ void reader_release(struct reader_slot *r)
 void readers_clear_stale(ms_store *s, unsigned *cleared)
 {
 	*cleared = 0;
-	for (unsigned i = 0; i < MS_READER_SLOTS; i++) {
+	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
 		if (pid && pid != s->pid && !pid_alive(pid)) {
@@ -220,7 +229,7 @@ void readers_clear_stale(ms_store *s, unsigned *cleared)
 uint64_t readers_oldest(ms_store *s)
 {
 	uint64_t oldest = UINT64_MAX;
-	for (unsigned i = 0; i < MS_READER_SLOTS; i++) {
+	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
 		if (!pid)
@@ -241,7 +250,7 @@ uint64_t readers_oldest(ms_store *s)
 uint64_t readers_count(ms_store *s)
 {
 	uint64_t n = 0;
-	for (unsigned i = 0; i < MS_READER_SLOTS; i++) {
+	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		uint32_t pid = atomic_load(&s->lf->slots[i].pid);
 		if (pid && (pid == s->pid || pid_alive(pid)))
 			n++;
@@ -277,7 +286,7 @@ int ms_readers(ms_store *s, int (*fn)(void *ctx, const ms_reader_info *r), void 
 	if (!s || !fn)
 		return err_set(MS_EINVAL, "ms_readers: NULL argument");
 	uint64_t now = now_ns();
-	for (unsigned i = 0; i < MS_READER_SLOTS; i++) {
+	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
 		uint64_t t = atomic_load(&r->txnid);

@@ -262,7 +262,8 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		rb.blocks = b.v, rb.n = b.len, rb.cap = b.cap;
 	}
 	size_t n_cur = rb.n;
-	for (unsigned i = 0; rc == 0 && i < MS_READER_SLOTS; i++) {
+	unsigned hi = atomic_load(&s->lf->slots_hi);
+	for (unsigned i = 0; rc == 0 && i < hi && i < MS_READER_SLOTS; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint64_t rt = atomic_load(&r->txnid);
 		if (!atomic_load(&r->pid) || rt == 0 || rt == cur->txnid)
