@@ -495,13 +495,16 @@ int ms_txn_del(ms_txn *t, const void *key, size_t klen)
 	return index_del(t, key_hash(t->s->hash_seed, key, klen), key, klen);
 }
 
-/* ---- iteration: depth-first over the trie ----
+/* ---- iteration ----
  *
- * Objects are reached in hash order, which is random in the file, so each one is a cache (and TLB)
- * miss. The iterator walks ahead of what it hands out and keeps ITER_AHEAD object fetches in flight
- * (prefetches), so the misses overlap instead of adding up. */
+ * The trie holds objects in hash order, which is random in the file: visiting them in that order costs
+ * a cache and a TLB miss each. So the iterator walks the trie for a batch of object entries (up to
+ * ITER_BATCH, all of a store of that many objects), sorts them by offset (radix sort), and visits the
+ * objects in file order, prefetching ahead: a scan then reads memory nearly sequentially. */
 
-#define ITER_AHEAD 32u
+#define ITER_BATCH (1u << 20)
+#define ITER_FIRST 4096u /* the first batch is small, so a short iteration starts at once */
+#define ITER_PREFETCH 8u
 
 struct ms_iter {
 	ms_txn *t;
@@ -509,20 +512,13 @@ struct ms_iter {
 	struct ictx c;
 	int depth;        /* of the walk; -1 when the walk is done */
 	uint64_t yielded; /* more than the snapshot's object count means shared nodes: corrupt */
-	unsigned head, tail;
-	uint64_t ahead[ITER_AHEAD]; /* object entries walked but not yet handed out */
+	uint64_t *batch, *tmp;
+	size_t cap, n, pos;
 	struct frame {
 		const struct disk_node *nd;
 		unsigned n, i;
 	} st[MS_MAX_DEPTH + 1];
 };
-
-static void prefetch_block(const struct ictx *c, uint64_t e, unsigned lines)
-{
-	const uint8_t *p = c->base + ent_off(e);
-	for (unsigned i = 0; i < lines; i++)
-		__builtin_prefetch(p + 64 * i);
-}
 
 static int iter_push_node(ms_iter *it, uint64_t e)
 {
@@ -537,14 +533,62 @@ static int iter_push_node(ms_iter *it, uint64_t e)
 	it->depth++;
 	for (unsigned j = 0; j < g->n; j++)
 		if (ent_is_node(g->nd->slot[j]))
-			prefetch_block(&it->c, g->nd->slot[j], 2);
+			__builtin_prefetch(it->c.base + ent_off(g->nd->slot[j]));
 	return 0;
 }
 
-/* Walk until the look-ahead ring is full or the trie is done. */
+/* Sort entries by offset: LSD radix over offset bits 4..47, 11 bits a pass. */
+static void sort_entries(uint64_t *v, uint64_t *tmp, size_t n)
+{
+	if (n < 64) {
+		for (size_t i = 1; i < n; i++) {
+			uint64_t x = v[i];
+			size_t j = i;
+			while (j && ent_off(v[j - 1]) > ent_off(x)) {
+				v[j] = v[j - 1];
+				j--;
+			}
+			v[j] = x;
+		}
+		return;
+	}
+	for (unsigned shift = 4; shift < 48; shift += 11) {
+		size_t count[2048] = { 0 };
+		for (size_t i = 0; i < n; i++)
+			count[(ent_off(v[i]) >> shift) & 2047]++;
+		size_t sum = 0;
+		for (unsigned d = 0; d < 2048; d++) {
+			size_t c = count[d];
+			count[d] = sum;
+			sum += c;
+		}
+		for (size_t i = 0; i < n; i++)
+			tmp[count[(ent_off(v[i]) >> shift) & 2047]++] = v[i];
+		uint64_t *sw = v;
+		v = tmp;
+		tmp = sw;
+	}
+	/* Four passes: the result is back in the caller's array. */
+}
+
+/* Walk the trie for the next batch of object entries and sort them. */
 static int iter_fill(ms_iter *it)
 {
-	while (it->tail - it->head < ITER_AHEAD && it->depth >= 0) {
+	size_t want = it->cap ? ITER_BATCH : ITER_FIRST;
+	if (want > it->t->snap.objects + 1)
+		want = (size_t)it->t->snap.objects + 1;
+	if (want > it->cap) {
+		uint64_t *b = realloc(it->batch, want * sizeof *b), *t2;
+		if (!b)
+			return MS_ENOMEM;
+		it->batch = b;
+		if (!(t2 = realloc(it->tmp, want * sizeof *t2)))
+			return MS_ENOMEM;
+		it->tmp = t2;
+		it->cap = want;
+	}
+	it->n = it->pos = 0;
+	while (it->n < it->cap && it->depth >= 0) {
 		struct frame *f = &it->st[it->depth];
 		if (f->i == f->n) {
 			it->depth--;
@@ -557,9 +601,9 @@ static int iter_fill(ms_iter *it)
 				return rc;
 			continue;
 		}
-		prefetch_block(&it->c, e, 2);
-		it->ahead[it->tail++ % ITER_AHEAD] = e;
+		it->batch[it->n++] = e;
 	}
+	sort_entries(it->batch, it->tmp, it->n);
 	return 0;
 }
 
@@ -592,14 +636,21 @@ int ms_iter_next(ms_iter *it, ms_val *key, ms_val *val)
 		return err_set(MS_EINVAL, "ms_iter_next: NULL iterator");
 	if (!it->t->rdonly && it->t->gen != it->gen)
 		return err_set(MS_EINVAL, "the transaction changed while an iterator was open");
-	if (it->tail - it->head < ITER_AHEAD / 2) {
+	if (it->pos == it->n) {
+		if (it->depth < 0)
+			return MS_NOTFOUND;
 		int rc = iter_fill(it);
 		if (rc)
 			return rc;
+		if (it->n == 0)
+			return MS_NOTFOUND;
 	}
-	if (it->head == it->tail)
-		return MS_NOTFOUND;
-	uint64_t e = it->ahead[it->head++ % ITER_AHEAD];
+	if (it->pos + ITER_PREFETCH < it->n) {
+		const uint8_t *p = it->c.base + ent_off(it->batch[it->pos + ITER_PREFETCH]);
+		__builtin_prefetch(p);
+		__builtin_prefetch(p + 64);
+	}
+	uint64_t e = it->batch[it->pos++];
 	const struct disk_obj *o;
 	int rc = index_obj(&it->c, e, &o);
 	if (rc)
@@ -618,4 +669,12 @@ int ms_iter_next(ms_iter *it, ms_val *key, ms_val *val)
 	return 0;
 }
 
-void ms_iter_close(ms_iter *it) { free(it); }
+void ms_iter_close(ms_iter *it)
+{
+	if (!it)
+		return;
+	free(it->batch);
+	free(it->tmp);
+	free(it);
+}
+
