@@ -2,6 +2,7 @@
  * (the file, the call and the reason) behind ms_last_error(). */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -27,6 +28,14 @@ const char *ms_strerror(int err)
 }
 
 const char *ms_last_error(void) { return last_error; }
+
+#ifdef MS_DEBUG
+void ms_assert_fail(const char *what, const char *file, int line)
+{
+	fprintf(stderr, "mstore: internal assertion failed: %s (%s:%d)\n", what, file, line);
+	abort();
+}
+#endif
 
 int err_set(int code, const char *fmt, ...)
 {

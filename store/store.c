@@ -519,6 +519,8 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	s->hash_seed = chosen->hash_seed;
 	s->created = chosen->created;
 	snap_from_meta(&s->cur, chosen);
+	if (s->alloc && !ckpt_used)
+		s->cur.ckpt_off = s->cur.ckpt_len = 0; /* not loaded: not booked, so nothing to release */
 	if (first)
 		atomic_store(&s->lf->txnid, chosen->txnid);
 	if (s->alloc) {

@@ -1,0 +1,214 @@
+/* tests/test_store.c - white-box unit tests of store/ parts: the offset hash map (table.c), meta page
+ * validation (format.c), the allocator checkpoint's life cycle (store.c), and the verified-node memo
+ * and iteration order (index.c, txn.c). They read the file layout from store/format.h. */
+#include "testutil.h" /* first: it sets the feature macros */
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+TestSuite(table, .init = tu_setup, .fini = tu_teardown);
+TestSuite(format, .init = tu_setup, .fini = tu_teardown);
+TestSuite(checkpoint, .init = tu_setup, .fini = tu_teardown);
+TestSuite(memo, .init = tu_setup, .fini = tu_teardown);
+TestSuite(iter, .init = tu_setup, .fini = tu_teardown);
+
+static void read_meta(const char *path, int page, struct disk_meta *m)
+{
+	int fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, m, sizeof *m, (off_t)page * MS_PAGE), (ssize_t)sizeof *m);
+	close(fd);
+}
+
+static void newest_meta(const char *path, struct disk_meta *out)
+{
+	struct disk_meta m[2];
+	read_meta(path, 0, &m[0]);
+	read_meta(path, 1, &m[1]);
+	*out = m[0].txnid > m[1].txnid ? m[0] : m[1];
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	unsigned char b;
+	cr_assert_eq(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= 0x40;
+	cr_assert_eq(pwrite(fd, &b, 1, (off_t)off), 1);
+	close(fd);
+}
+
+Test(table, put_get_del_and_iterate_match_a_model)
+{
+	struct table t;
+	table_init(&t);
+	enum { N = 20000 };
+	static uint64_t present[N];
+	for (uint64_t i = 0; i < N; i++) {
+		cr_assert_eq(table_put(&t, (i + 1) * 16, i), 0);
+		present[i] = 1;
+	}
+	for (uint64_t i = 0; i < N; i += 3) {
+		cr_assert(table_del(&t, (i + 1) * 16));
+		present[i] = 0;
+	}
+	cr_assert_not(table_del(&t, 16), "deleting twice");
+	size_t n = 0;
+	for (uint64_t i = 0; i < N; i++) {
+		uint64_t *v = table_get(&t, (i + 1) * 16);
+		cr_assert_eq(v != NULL, present[i] != 0, "key %" PRIu64, i);
+		if (v) {
+			cr_assert_eq(*v, i);
+			n++;
+		}
+	}
+	size_t pos = 0, seen = 0;
+	uint64_t k, v;
+	while (table_next(&t, &pos, &k, &v)) {
+		cr_assert_eq(k, (v + 1) * 16);
+		seen++;
+	}
+	cr_assert_eq(seen, n);
+	cr_assert_eq(t.len, n);
+	table_free(&t);
+}
+
+Test(format, meta_check_tells_damage_from_a_newer_version)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	tu_close(s);
+	struct disk_meta m;
+	newest_meta(p, &m);
+	const char *why;
+	cr_assert_eq(meta_check(&m, 1u << 20, &why), 0);
+	struct disk_meta d = m;
+	d.version = MS_FORMAT_VERSION + 1; /* damaged: the hash no longer matches */
+	cr_assert_eq(meta_check(&d, 1u << 20, &why), MS_ECORRUPT);
+	d.hash = meta_hash(&d); /* a real newer version keeps its hash valid */
+	cr_assert_eq(meta_check(&d, 1u << 20, &why), MS_EVERSION);
+	d = m;
+	d.heap_end = (1u << 20) + MS_PAGE; /* longer than the file */
+	d.hash = meta_hash(&d);
+	cr_assert_eq(meta_check(&d, 1u << 20, &why), MS_ECORRUPT);
+}
+
+/* A damaged checkpoint is a cache miss: the allocator is rebuilt from the index, and the first commit
+ * must not try to release the checkpoint block the rebuilt allocator never booked. */
+Test(checkpoint, damaged_checkpoint_is_rebuilt_and_commits_go_on)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	char k[16];
+	for (int i = 0; i < 500; i++) {
+		snprintf(k, sizeof k, "k%04d", i);
+		tu_puts(s, k, "some value");
+	}
+	tu_close(s);
+	struct disk_meta m;
+	newest_meta(p, &m);
+	cr_assert(m.ckpt_off && m.ckpt_txnid == m.txnid, "a clean close leaves a checkpoint");
+	flip_byte(p, m.ckpt_off + 20);
+	for (int round = 0; round < 3; round++) {
+		s = tu_open(p, 0, 0);
+		snprintf(k, sizeof k, "r%d", round);
+		tu_puts(s, k, "after the damaged checkpoint");
+		cr_assert_eq(ms_del(s, "k0001", 5), round == 0 ? 0 : MS_NOTFOUND);
+		tu_close(s);
+		tu_check_sound(p);
+	}
+	s = tu_open(p, MS_READONLY, 0);
+	cr_assert_eq(tu_stat(s).objects, 500 - 1 + 3);
+	tu_close(s);
+}
+
+/* An aborted transaction may not overwrite the checkpoint the newest meta still points at. */
+Test(checkpoint, aborted_transaction_leaves_the_checkpoint_intact)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	tu_puts(s, "a", "1");
+	tu_close(s);
+	s = tu_open(p, 0, 0);
+	ms_txn *t = tu_begin(s, 0);
+	static char big[256u << 10];
+	memset(big, 0x5a, sizeof big);
+	for (int i = 0; i < 16; i++) {
+		char k[8];
+		snprintf(k, sizeof k, "b%d", i);
+		cr_assert_eq(ms_txn_put(t, k, strlen(k), big, sizeof big), 0);
+	}
+	ms_txn_abort(t);
+	tu_close(s);
+	tu_check_sound(p);
+	struct disk_meta m;
+	newest_meta(p, &m);
+	cr_assert(m.ckpt_off && m.ckpt_txnid == m.txnid);
+}
+
+/* The memo of verified nodes must not hide a node rewritten at the same offset: churn reuses freed
+ * node space all the time, and every read is still checked against what was committed. */
+Test(memo, rewritten_nodes_are_verified_again)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
+	char k[16], v[32];
+	for (int round = 0; round < 50; round++) {
+		ms_txn *w = tu_begin(s, 0);
+		for (int i = 0; i < 200; i++) {
+			snprintf(k, sizeof k, "k%03d", i);
+			snprintf(v, sizeof v, "v%d-%d", i, round);
+			cr_assert_eq(ms_txn_put(w, k, strlen(k), v, strlen(v)), 0);
+		}
+		tu_commit(w);
+		ms_txn *r = tu_begin(s, MS_READONLY);
+		for (int i = 0; i < 200; i++) {
+			snprintf(k, sizeof k, "k%03d", i);
+			snprintf(v, sizeof v, "v%d-%d", i, round);
+			ms_val got;
+			cr_assert_eq(ms_txn_get(r, k, strlen(k), &got), 0);
+			cr_assert(got.len == strlen(v) && memcmp(got.data, v, got.len) == 0, "round %d %s", round, k);
+		}
+		ms_txn_abort(r);
+	}
+	tu_close(s);
+	tu_check_sound(p);
+}
+
+Test(iter, objects_come_in_file_order_within_a_batch_and_each_once)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
+	ms_txn *w = tu_begin(s, 0);
+	char k[16];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(k, sizeof k, "key%05d", i);
+		cr_assert_eq(ms_txn_put(w, k, strlen(k), k, strlen(k)), 0);
+	}
+	tu_commit(w);
+	ms_txn *r = tu_begin(s, MS_READONLY);
+	ms_iter *it;
+	cr_assert_eq(ms_iter_open(r, &it), 0);
+	ms_val kk, vv;
+	const uint8_t *last = NULL;
+	int n = 0;
+	static char seen[3000];
+	while (ms_iter_next(it, &kk, &vv) == 0) {
+		cr_assert_gt((const uint8_t *)kk.data, last, "object %d is before the one handed out before it", n);
+		last = kk.data;
+		int i = atoi((const char *)kk.data + 3);
+		cr_assert(i >= 0 && i < 3000 && !seen[i]);
+		seen[i] = 1;
+		n++;
+	}
+	cr_assert_eq(n, 3000);
+	ms_iter_close(it);
+	ms_txn_abort(r);
+	tu_close(s);
+}
