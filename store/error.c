@@ -30,6 +30,8 @@ const char *ms_strerror(int err)
 const char *ms_last_error(void) { return last_error; }
 
 #ifdef MS_DEBUG
+uint64_t ms_test_hash_mask = ~0ull;
+
 void ms_assert_fail(const char *what, const char *file, int line)
 {
 	fprintf(stderr, "mstore: internal assertion failed: %s (%s:%d)\n", what, file, line);

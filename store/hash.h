@@ -8,9 +8,16 @@
 
 #include "format.h"
 
+#ifdef MS_DEBUG
+extern uint64_t ms_test_hash_mask; /* test builds: tests narrow the key hash to force collisions */
+#define MS_KEY_HASH_MASK ms_test_hash_mask
+#else
+#define MS_KEY_HASH_MASK (~0ull)
+#endif
+
 static inline uint64_t key_hash(uint64_t seed, const void *key, size_t klen)
 {
-	return XXH3_64bits_withSeed(key, klen, seed);
+	return XXH3_64bits_withSeed(key, klen, seed) & MS_KEY_HASH_MASK;
 }
 
 static inline uint64_t obj_seed(const struct disk_obj *o)

@@ -128,6 +128,30 @@ static int entry_match(const struct ictx *c, uint64_t e, uint64_t h, const void 
 	return 0;
 }
 
+/* An object found for a key: its entry (offset) and header. */
+struct found {
+	uint64_t ent;
+	const struct disk_obj *o;
+};
+
+/* Look key up in collision list nd of n entries: 0 with *pos and *f, MS_NOTFOUND, MS_ECORRUPT. */
+static int coll_find(const struct ictx *c, const struct disk_node *nd, unsigned n, uint64_t h,
+                     const void *key, size_t klen, unsigned *pos, struct found *f)
+{
+	for (unsigned i = 0; i < n; i++) {
+		if (ent_is_node(nd->slot[i]))
+			return MS_ECORRUPT;
+		int rc = entry_match(c, nd->slot[i], h, key, klen, &f->o);
+		if (rc == 0) {
+			f->ent = nd->slot[i];
+			*pos = i;
+		}
+		if (rc != MS_NOTFOUND)
+			return rc;
+	}
+	return MS_NOTFOUND;
+}
+
 int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, size_t klen,
               const struct disk_obj **out)
 {
@@ -143,14 +167,12 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 		if (MS_UNLIKELY(depth == MS_MAX_DEPTH)) {
 			if (!node_verified(c, nd, ent_off(ent), n, depth))
 				return MS_ECORRUPT;
-			for (unsigned i = 0; i < n; i++) {
-				if (ent_is_node(nd->slot[i]))
-					return MS_ECORRUPT;
-				rc = entry_match(c, nd->slot[i], h, key, klen, out);
-				if (rc != MS_NOTFOUND)
-					return rc;
-			}
-			return MS_NOTFOUND;
+			struct found f;
+			unsigned pos;
+			rc = coll_find(c, nd, n, h, key, klen, &pos, &f);
+			if (rc == 0)
+				*out = f.o;
+			return rc;
 		}
 		/* Read the next entry and start fetching what it points at, then verify this node while
 		 * that line is on its way: the checksum's cost hides behind the miss. Nothing read from
@@ -332,12 +354,6 @@ static int make_pair(struct op *op, unsigned depth, uint64_t e1, uint64_t h1, ui
 	return 0;
 }
 
-/* The object an operation replaced or removed: its entry (offset) and header. */
-struct found {
-	uint64_t ent;
-	const struct disk_obj *o;
-};
-
 static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent, uint64_t *out,
                    struct found *old)
 {
@@ -347,17 +363,12 @@ static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent,
 	if (rc)
 		return rc;
 	if (depth == MS_MAX_DEPTH) {
-		for (unsigned i = 0; i < n; i++) {
-			if (ent_is_node(nd->slot[i]))
-				return MS_ECORRUPT;
-			rc = entry_match(&op->c, nd->slot[i], op->h, op->key, op->klen, &old->o);
-			if (rc == 0) {
-				old->ent = nd->slot[i];
-				return set_slot(op, ent, nd, n, i, newent, out);
-			}
-			if (rc != MS_NOTFOUND)
-				return rc;
-		}
+		unsigned i;
+		rc = coll_find(&op->c, nd, n, op->h, op->key, op->klen, &i, old);
+		if (rc == 0)
+			return set_slot(op, ent, nd, n, i, newent, out);
+		if (rc != MS_NOTFOUND)
+			return rc;
 		return resize_node(op, ent, nd, n, n, n + 1, newent, true, out);
 	}
 	uint32_t bit = 1u << chunk(op->h, depth);
@@ -470,18 +481,9 @@ static int del_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t *out, s
 	if (rc)
 		return rc;
 	if (depth == MS_MAX_DEPTH) {
-		for (unsigned i = 0; i < n; i++) {
-			if (ent_is_node(nd->slot[i]))
-				return MS_ECORRUPT;
-			rc = entry_match(&op->c, nd->slot[i], op->h, op->key, op->klen, &gone->o);
-			if (rc == 0) {
-				gone->ent = nd->slot[i];
-				return drop_slot(op, ent, nd, n, i, depth, n - 1, out);
-			}
-			if (rc != MS_NOTFOUND)
-				return rc;
-		}
-		return MS_NOTFOUND;
+		unsigned i;
+		rc = coll_find(&op->c, nd, n, op->h, op->key, op->klen, &i, gone);
+		return rc ? rc : drop_slot(op, ent, nd, n, i, depth, n - 1, out);
 	}
 	uint32_t bit = 1u << chunk(op->h, depth);
 	if (!(nd->bitmap & bit))

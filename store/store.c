@@ -617,13 +617,7 @@ int ms_close(ms_store *s)
 	}
 	if (s->alloc)
 		alloc_destroy(s->alloc);
-	struct pending *p = s->pending;
-	while (p) {
-		struct pending *n = p->next;
-		blocks_free(&p->blocks);
-		free(p);
-		p = n;
-	}
+	pending_drop_all(s);
 	map_close(s);
 	lock_close(s);
 	if (s->fd >= 0 && ms_sys.close(s->fd) && !rc)

@@ -11,32 +11,14 @@
 static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 static int sys_fallocate(int fd, off_t off, off_t len) { return posix_fallocate(fd, off, len); }
 
-const struct ms_sys ms_sys_default = {
-	.open = sys_open,
-	.close = close,
-	.pread = pread,
-	.pwrite = pwrite,
-	.fdatasync = fdatasync,
-	.fsync = fsync,
-	.fallocate = sys_fallocate,
-	.ftruncate = ftruncate,
-	.mmap = mmap,
-	.munmap = munmap,
-	.msync = msync,
-};
-struct ms_sys ms_sys = {
-	.open = sys_open,
-	.close = close,
-	.pread = pread,
-	.pwrite = pwrite,
-	.fdatasync = fdatasync,
-	.fsync = fsync,
-	.fallocate = sys_fallocate,
-	.ftruncate = ftruncate,
-	.mmap = mmap,
-	.munmap = munmap,
-	.msync = msync,
-};
+#define SYS_DEFAULTS                                                                                    \
+	{                                                                                               \
+		.open = sys_open, .close = close, .pread = pread, .pwrite = pwrite, .fdatasync = fdatasync, \
+		.fsync = fsync, .fallocate = sys_fallocate, .ftruncate = ftruncate, .mmap = mmap,           \
+		.munmap = munmap, .msync = msync,                                                           \
+	}
+const struct ms_sys ms_sys_default = SYS_DEFAULTS;
+struct ms_sys ms_sys = SYS_DEFAULTS;
 
 int sys_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
