@@ -192,7 +192,8 @@ struct ms_store {
 	/* Writer state, under wlock. */
 	struct alloc *alloc;
 	struct ms_txn *wtxn;
-	pthread_t wtxn_thread;
+	_Atomic uintptr_t wtxn_owner; /* txn_self() of the thread holding the write transaction, or 0 */
+	struct alloc_stats astats;    /* the allocator's figures when the last writer ended (under lock) */
 	int failed;                /* sticky MS_EIO after a failed sync */
 	bool ckpt_on_disk;         /* the file's checkpoint still describes cur (nothing committed since) */
 
@@ -261,6 +262,11 @@ int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_o
                index_visit_fn fn, void *ctx, uint64_t *bad_off, const char **why);
 
 /* ---- txn.c ---- */
+uintptr_t txn_self(void); /* a value unique to the calling thread */
+static inline bool txn_own_writer(ms_store *s)
+{
+	return atomic_load_explicit(&s->wtxn_owner, memory_order_relaxed) == txn_self();
+}
 int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off);
 void txn_release(struct ms_txn *t, uint64_t off, uint64_t size); /* a block this txn no longer needs */
 void readers_release_pending(ms_store *s); /* under wlock: hand reusable pending frees to alloc */

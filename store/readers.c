@@ -173,6 +173,9 @@ int reader_claim(ms_store *s, struct reader_slot **out)
 			uint32_t z = 0;
 			if (atomic_load_explicit(&r->pid, memory_order_relaxed) == 0 &&
 			    atomic_compare_exchange_strong(&r->pid, &z, s->pid)) {
+				/* The slot is ours now; a dead owner's id may linger: only we reset it (a
+				 * clearer that stored it could wipe the next owner's). */
+				atomic_store(&r->txnid, 0);
 				uint32_t hi = atomic_load(&lf->slots_hi);
 				while (hi < k + 1 && !atomic_compare_exchange_weak(&lf->slots_hi, &hi, k + 1))
 					;
@@ -217,12 +220,8 @@ void readers_clear_stale(ms_store *s, unsigned *cleared)
 	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
-		if (pid && pid != s->pid && !pid_alive(pid)) {
-			if (atomic_compare_exchange_strong(&r->pid, &pid, 0)) {
-				atomic_store(&r->txnid, 0);
-				(*cleared)++;
-			}
-		}
+		if (pid && pid != s->pid && !pid_alive(pid) && atomic_compare_exchange_strong(&r->pid, &pid, 0))
+			(*cleared)++;
 	}
 }
 
@@ -238,8 +237,7 @@ uint64_t readers_oldest(ms_store *s)
 		if (t == 0 || t >= oldest)
 			continue; /* 0: claiming; it will read a txnid no older than the newest */
 		if (pid != s->pid && !pid_alive(pid)) {
-			if (atomic_compare_exchange_strong(&r->pid, &pid, 0))
-				atomic_store(&r->txnid, 0);
+			atomic_compare_exchange_strong(&r->pid, &pid, 0);
 			continue;
 		}
 		oldest = t;

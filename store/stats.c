@@ -12,15 +12,24 @@ int ms_stat(ms_store *s, ms_stats *st)
 	memset(st, 0, sizeof *st);
 	struct alloc_stats as;
 	memset(&as, 0, sizeof as);
-	bool own = s->wtxn && pthread_equal(s->wtxn_thread, pthread_self());
-	if (!(s->flags & MS_READONLY) && s->alloc) {
-		/* The allocator belongs to the writer: read it as the writer or between writers. */
-		if (!own)
-			pthread_mutex_lock(&s->wlock);
-		readers_release_pending(s); /* what no snapshot sees any more is free, not used */
-		alloc_stats(s->alloc, &as);
-		if (!own)
-			pthread_mutex_unlock(&s->wlock);
+	bool have_alloc = false;
+	if (!(s->flags & MS_READONLY)) {
+		/* The allocator belongs to the writer: read it as the writer, or between writers; while
+		 * another thread writes, take the figures from when the last writer ended. */
+		bool own = txn_own_writer(s);
+		if (own || pthread_mutex_trylock(&s->wlock) == 0) {
+			if ((have_alloc = s->alloc != NULL)) {
+				readers_release_pending(s); /* what no snapshot sees any more is free */
+				alloc_stats(s->alloc, &as);
+			}
+			if (!own)
+				pthread_mutex_unlock(&s->wlock);
+		} else {
+			pthread_mutex_lock(&s->lock);
+			as = s->astats;
+			have_alloc = as.region_bytes != 0;
+			pthread_mutex_unlock(&s->lock);
+		}
 	}
 	struct snap newest;
 	if (store_snap(s, 0, &newest) == 0) { /* another process may have committed */
@@ -41,7 +50,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	pthread_mutex_unlock(&s->lock);
 	struct stat sb;
 	st->file_bytes = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
-	if ((s->flags & MS_READONLY) || !s->alloc) {
+	if (!have_alloc) {
 		/* No allocator in a read-only handle (or before this process first wrote): the committed blocks are all that is used. */
 		st->used_bytes = s->cur.obj_bytes + s->cur.node_bytes;
 		uint64_t heap = heap_end - MS_HEAP_START;

@@ -273,6 +273,12 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		struct rebuild extra;
 		memset(&extra, 0, sizeof extra);
 		rc = rebuild_collect(&rc_ctx, rroot, s->hash_seed, false, &extra, &bad, &why);
+		if (rc == MS_ECORRUPT && atomic_load(&r->txnid) != rt) {
+			/* The slot changed hands while we walked (an old id seen just as it was reset):
+			 * that snapshot is gone, nothing of it needs keeping. */
+			rc = 0;
+			extra.n = 0;
+		}
 		for (size_t k = 0; rc == 0 && k < extra.n; k++) {
 			if (rb.n == rb.cap) {
 				size_t ncap = rb.cap ? rb.cap * 2 : 1024;
@@ -365,13 +371,16 @@ int store_writer_sync(ms_store *s)
 		return err_set(MS_ECORRUPT, "%s: the file is shorter than its heap", s->path);
 	if ((rc = map_cover(s, fsize)))
 		return rc;
+	/* A writer that died between its meta page and publishing it left the newest id behind: move it
+	 * forward before scanning the readers, so a reader that starts now takes the newest commit
+	 * (or is seen by the scan: the same handshake as at every commit). */
+	if (atomic_load(&s->lf->txnid) < cur.txnid)
+		atomic_store(&s->lf->txnid, cur.txnid);
 	if ((rc = writer_rebuild(s, &cur, fsize)))
 		return rc;
 	s->file_size = fsize;
 	s->alloc_txnid = cur.txnid;
 	s->ckpt_on_disk = false;
-	if (atomic_load(&s->lf->txnid) < cur.txnid)
-		atomic_store(&s->lf->txnid, cur.txnid); /* a writer died between its meta page and here */
 	return 0;
 }
 

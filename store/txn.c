@@ -12,6 +12,9 @@
  * full store must still take deletes (the contract). Puts fail with MS_ENOSPC before eating it. */
 #define DEL_RESERVE (256ull << 10)
 
+static _Thread_local char txn_me;
+uintptr_t txn_self(void) { return (uintptr_t)&txn_me; }
+
 /* ---- space ---- */
 
 void readers_release_pending(ms_store *s)
@@ -198,7 +201,7 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 		free(t);
 		return err_set(MS_ERDONLY, "%s: opened read-only", s->path);
 	}
-	if (s->wtxn && pthread_equal(s->wtxn_thread, pthread_self())) {
+	if (txn_own_writer(s)) {
 		free(t);
 		return err_set(MS_EBUSY, "%s: this thread already has a write transaction", s->path);
 	}
@@ -226,7 +229,7 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 	txn_link(s, t);
 	pthread_mutex_unlock(&s->lock);
 	s->wtxn = t;
-	s->wtxn_thread = pthread_self();
+	atomic_store_explicit(&s->wtxn_owner, txn_self(), memory_order_relaxed);
 	*out = t;
 	return 0;
 }
@@ -254,6 +257,12 @@ static void writer_end(struct ms_txn *t)
 	atomic_fetch_add_explicit(&s->hits, t->hits, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->misses, t->misses, memory_order_relaxed);
 	s->wtxn = NULL;
+	atomic_store_explicit(&s->wtxn_owner, 0, memory_order_relaxed);
+	if (s->alloc) {
+		pthread_mutex_lock(&s->lock);
+		alloc_stats(s->alloc, &s->astats);
+		pthread_mutex_unlock(&s->lock);
+	}
 	unlock_writer(s);
 	pthread_mutex_unlock(&s->wlock);
 	free(t);

@@ -1,6 +1,7 @@
-/* tests/test_api.c - the public API against docs' contract (/work/shared/api-contract.md), call by
- * call: open/close, every documented error, transactions and snapshots, iteration, statistics,
- * capacity, error strings, sync, reopen, and threads sharing one handle.
+/* tests/test_api.c - the public API (store/mstore.h) against the API contract, call by call:
+ * open/close, every documented error, transactions and snapshots, iteration, statistics, capacity
+ * and a full disk, error strings, sync (and failed syncs, by interposing the C library's sync calls),
+ * reopen, several processes on one store, and threads sharing one handle.
  */
 #include "testutil.h"
 
@@ -36,7 +37,7 @@ Test(api, open_missing_file_without_create_fails_and_creates_nothing)
 	ms_options o = { 0 };
 	ms_store *s = NULL;
 	int rc = ms_open(p, &o, &s);
-	cr_assert_lt(rc, 0, "ms_open of a missing file without MS_CREATE = %d", rc);
+	cr_assert_eq(rc, MS_EINVAL, "ms_open of a missing file without MS_CREATE = %d (mstore.h: MS_EINVAL)", rc);
 	cr_assert_null(s, "a failed ms_open must not hand out a store");
 	cr_assert(access(p, F_OK) != 0, "ms_open without MS_CREATE created %s", p);
 	cr_assert_str_neq(ms_strerror(rc), "");
@@ -45,7 +46,7 @@ Test(api, open_missing_file_without_create_fails_and_creates_nothing)
 
 	o.flags = MS_READONLY;
 	rc = ms_open(p, &o, &s);
-	cr_assert_lt(rc, 0, "ms_open(MS_READONLY) of a missing file = %d", rc);
+	cr_assert_eq(rc, MS_EINVAL, "ms_open(MS_READONLY) of a missing file = %d (mstore.h: MS_EINVAL)", rc);
 	cr_assert(access(p, F_OK) != 0, "ms_open(MS_READONLY) created %s", p);
 	DIR *d = opendir(tu_dir);
 	cr_assert_not_null(d);
@@ -182,9 +183,9 @@ Test(api, reopen_after_close_keeps_everything)
 	ms_stats after = tu_stat(s);
 	cr_assert_eq(after.objects, before.objects);
 	cr_assert_eq(after.live_bytes, before.live_bytes);
-	/* ids only grow; a clean close may use one for its checkpoint */
-	cr_assert_geq(after.txn_id, before.txn_id, "txn_id %" PRIu64 " after reopen, was %" PRIu64,
-		      after.txn_id, before.txn_id);
+	/* txn_id is the newest committed transaction: a clean close is not one */
+	cr_assert_eq(after.txn_id, before.txn_id, "txn_id %" PRIu64 " after reopen, was %" PRIu64,
+		     after.txn_id, before.txn_id);
 	for (unsigned i = 0; i < 300; i++) {
 		char k[32];
 		snprintf(k, sizeof k, "key-%u", i);
@@ -463,6 +464,87 @@ Test(api, key_of_maxkey_bytes_works_everywhere)
 }
 
 /* ---- put, get, del ------------------------------------------------------------------------------ */
+
+Test(api, absurd_value_lengths_are_refused_cleanly)
+{
+	ms_store *s = fresh();
+	tu_puts(s, "k", "v");
+	ms_txn *t = tu_begin(s, 0);
+	static const size_t lens[] = { SIZE_MAX, SIZE_MAX / 2, (size_t)1 << 50 };
+	for (unsigned i = 0; i < 3; i++) {
+		void *dst = NULL;
+		int rc = ms_txn_reserve(t, "big", 3, lens[i], &dst);
+		cr_assert(rc == MS_EINVAL || rc == MS_ENOSPC || rc == MS_ENOMEM, "ms_txn_reserve of %zu bytes = %d", lens[i],
+			  rc);
+		rc = ms_txn_put(t, "big", 3, "x", lens[i]); /* never read: the length is refused first */
+		cr_assert(rc == MS_EINVAL || rc == MS_ENOSPC || rc == MS_ENOMEM, "ms_txn_put of %zu bytes = %d", lens[i], rc);
+	}
+	ms_val v;
+	cr_assert_eq(ms_txn_get(t, "big", 3, &v), MS_NOTFOUND);
+	cr_assert_eq(ms_txn_put(t, "ok", 2, "1", 1), 0, "the transaction is still usable");
+	tu_commit(t);
+	tu_expect_str(s, "ok", "1");
+	tu_expect_absent(s, "big");
+	tu_close(s);
+	tu_check_sound(tu_path("s.ms"));
+}
+
+Test(api, tiny_capacity_is_refused_without_leaving_a_file)
+{
+	const char *p = tu_path("s.ms");
+	ms_options o = { .flags = MS_CREATE, .capacity = 1 };
+	ms_store *s = NULL;
+	int rc = ms_open(p, &o, &s);
+	if (rc == 0) {
+		/* Accepted: then nothing fits, and the file stays within the capacity. */
+		cr_assert_eq(ms_put(s, "k", 1, "v", 1), MS_ENOSPC);
+		tu_close(s);
+		struct stat fs;
+		cr_assert_eq(stat(p, &fs), 0);
+		cr_assert_leq(fs.st_size, 1);
+	} else {
+		cr_assert(rc == MS_EINVAL || rc == MS_ENOSPC, "ms_open with a capacity of 1 byte = %d", rc);
+		cr_assert(access(p, F_OK) != 0, "a refused ms_open left a file behind");
+	}
+}
+
+Test(api, reopening_with_a_capacity_below_the_file_size_loses_nothing)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
+	static unsigned char buf[65536];
+	for (unsigned i = 0; i < 128; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "c%u", i);
+		tu_fill(buf, sizeof buf, i);
+		tu_put(s, k, buf, sizeof buf);
+	}
+	tu_close(s);
+	ms_options o = { .capacity = 4u << 20 };
+	s = NULL;
+	int rc = ms_open(p, &o, &s);
+	cr_assert(rc == 0 || rc == MS_EINVAL || rc == MS_ENOSPC, "ms_open with a capacity below the file size = %d", rc);
+	if (rc == 0) {
+		for (unsigned i = 0; i < 128; i++) {
+			char k[16];
+			snprintf(k, sizeof k, "c%u", i);
+			size_t vlen;
+			cr_assert_eq(ms_get(s, k, strlen(k), buf, sizeof buf, &vlen), 0);
+			cr_assert(tu_check_fill(buf, vlen, i));
+		}
+		rc = ms_put(s, "more", 4, buf, sizeof buf);
+		cr_assert(rc == 0 || rc == MS_ENOSPC, "a put beyond the capacity = %d", rc);
+		cr_assert_eq(ms_del(s, "c0", 2), 0, "deletes work in a store over its capacity");
+		tu_close(s);
+	}
+	s = tu_open(p, 0, 0);
+	cr_assert_geq(tu_stat(s).objects, 127);
+	size_t vlen;
+	cr_assert_eq(ms_get(s, "c127", 4, buf, sizeof buf, &vlen), 0);
+	cr_assert(tu_check_fill(buf, vlen, 127));
+	tu_close(s);
+	tu_check_sound(p);
+}
 
 Test(api, put_get_del_round_trip)
 {
@@ -1128,14 +1210,13 @@ Test(api, stat_counts_objects_live_bytes_and_txn_ids)
 	st = tu_stat(s);
 	cr_assert_eq(st.objects, objects);
 	cr_assert_eq(st.live_bytes, live);
-	cr_assert_geq(st.txn_id, last, "txn_id went down over a reopen");
-	last = st.txn_id;
+	cr_assert_eq(st.txn_id, last, "txn_id changed over a close and reopen");
 	check_stat_sanity(s, p);
 	tu_close(s);
 	ms_check_stats cs = tu_check_sound(p);
 	cr_assert_eq(cs.objects, objects);
 	cr_assert_eq(cs.live_bytes, live);
-	cr_assert_geq(cs.txn_id, last, "ms_check looked at an older commit than the last one");
+	cr_assert_eq(cs.txn_id, last, "ms_check checked commit %" PRIu64 ", the last one is %" PRIu64, cs.txn_id, last);
 }
 
 Test(api, used_bytes_returns_to_a_new_stores_after_deleting_everything)
@@ -1257,9 +1338,9 @@ Test(api, txn_ids_only_grow)
 		if (i % 5 == 0) {
 			tu_close(s);
 			s = tu_open(p, i % 10 == 0 ? MS_NOSYNC : 0, 0);
-			uint64_t id = tu_stat(s).txn_id;
-			cr_assert_geq(id, last, "txn_id went down over a reopen");
-			last = id;
+			uint64_t reopened = tu_stat(s).txn_id;
+			cr_assert_eq(reopened, last, "txn_id changed over a close and reopen (%" PRIu64 " -> %" PRIu64 ")",
+				     last, reopened);
 		}
 	}
 	ms_txn *rt = tu_begin(s, MS_READONLY);
@@ -1762,6 +1843,84 @@ Test(api, a_writer_killed_inside_its_write_transaction_does_not_block_others)
 	tu_puts(s, "after", "3");
 	tu_expect_absent(s, "held");
 	tu_close(s);
+	tu_check_sound(p);
+}
+
+Test(api, a_writer_that_reopens_beside_another_process_keeps_the_store_sound)
+{
+	/* ms_test_helper commit: commits multi-key transactions, closing and reopening its handle every
+	 * 16th commit or so, while this process has the store open and takes read snapshots. */
+	const char *p = tu_path("s.ms");
+	ms_store *s = fresh();
+	tu_close(s);
+	int pp[2];
+	cr_assert_eq(pipe(pp), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(pp[0]);
+		char fd[16];
+		snprintf(fd, sizeof fd, "%d", pp[1]);
+		execl(MSTORE_TEST_HELPER, MSTORE_TEST_HELPER, "commit", p, fd, "77", "sync", (char *)NULL);
+		_exit(127);
+	}
+	close(pp[1]);
+	char line[64] = { 0 };
+	cr_assert_gt(read(pp[0], line, sizeof line - 1), 0, "the helper died before it started");
+	fcntl(pp[0], F_SETFL, O_NONBLOCK);
+	s = tu_open(p, 0, 0);
+	uint64_t last = 0, snaps = 0;
+	int bad = 0;
+	double t0 = tu_now();
+	while (tu_now() - t0 < 2.0 && !bad) {
+		char junk[4096];
+		while (read(pp[0], junk, sizeof junk) > 0)
+			;
+		ms_txn *t = tu_begin(s, MS_READONLY);
+		ms_val v;
+		int rc = ms_txn_get(t, KT_SEQ_KEY, 3, &v);
+		if (rc == 0) {
+			uint64_t seq = kt_seq_value(v.data);
+			bad = seq < last ? -100 : 0;
+			last = seq;
+			ms_iter *it;
+			if ((rc = ms_iter_open(t, &it)) == 0) {
+				ms_val k;
+				while ((rc = ms_iter_next(it, &k, &v)) == 0)
+					;
+				ms_iter_close(it);
+				if (rc != MS_NOTFOUND)
+					bad = rc;
+			} else {
+				bad = rc;
+			}
+		} else if (rc != MS_NOTFOUND) {
+			bad = rc;
+		}
+		ms_txn_abort(t);
+		snaps++;
+		usleep(500);
+	}
+	int st = 0;
+	bool exited = waitpid(pid, &st, WNOHANG) == pid;
+	if (!exited) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	char tail[256] = { 0 };
+	ssize_t n = read(pp[0], tail, sizeof tail - 1);
+	close(pp[0]);
+	cr_assert_eq(bad, 0, "a snapshot of the store another process writes failed with %d (%s) after %" PRIu64
+		     " snapshots", bad, ms_strerror(bad), snaps);
+	cr_assert(!exited, "the writer failed on its own (status %#x): %s", st, n > 0 ? tail : "");
+	tu_close(s);
+	s = NULL;
+	ms_options o = { 0 };
+	int rc = ms_open(p, &o, &s);
+	cr_assert_eq(rc, 0, "the store no longer opens: %d (%s): %s", rc, ms_strerror(rc), ms_last_error());
+	ms_stats stt = tu_stat(s);
+	tu_close(s);
+	cr_assert_gt(stt.txn_id, 10, "the writer hardly committed");
 	tu_check_sound(p);
 }
 

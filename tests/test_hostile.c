@@ -13,6 +13,7 @@
 
 #include <sys/wait.h>
 #include <dirent.h>
+#include <xxhash.h>
 
 TestSuite(hostile, .init = tu_setup, .fini = tu_teardown, .timeout = 300);
 
@@ -238,7 +239,8 @@ static int check_damaged(const char *path, const char *what)
 	const char *diff = tu_image_diff(path, &img);
 	cr_assert_null(diff, "[%s] ms_check modified the file: %s", what, diff);
 	tu_image_free(&img);
-	cr_assert(rc == 0 || rc == MS_ECORRUPT || rc == MS_EIO || rc == MS_EINVAL, "[%s] ms_check = %d", what, rc);
+	cr_assert(rc == 0 || rc == MS_ECORRUPT || rc == MS_EIO || rc == MS_EINVAL || rc == MS_EVERSION,
+		  "[%s] ms_check = %d", what, rc);
 	if (rc == MS_ECORRUPT) {
 		cr_assert_geq(pr.count, 1, "[%s] ms_check said MS_ECORRUPT but named no problem", what);
 		cr_assert_geq(cs.problems, 1, "[%s] ms_check said MS_ECORRUPT but counted no problem", what);
@@ -379,6 +381,13 @@ Test(hostile, directory_is_refused_and_left_alone)
 	const char *d = tu_path("adir.ms");
 	cr_assert_eq(mkdir(d, 0700), 0);
 	expect_path_refused(d, "a directory");
+	static const unsigned modes[] = { 0, MS_CREATE, MS_READONLY };
+	for (unsigned i = 0; i < 3; i++) {
+		ms_options o = { .flags = modes[i] };
+		ms_store *s = NULL;
+		int rc = ms_open(d, &o, &s);
+		cr_assert_eq(rc, MS_EINVAL, "ms_open(flags %#x) of a directory = %d (mstore.h: MS_EINVAL)", modes[i], rc);
+	}
 	cr_assert_eq(count_entries(d), 0, "ms_open wrote into the directory");
 }
 
@@ -713,6 +722,63 @@ Test(hostile, sound_head_with_garbage_behind_is_refused_or_reads_ecorrupt)
 	}
 	free(img);
 	free(sf.img);
+}
+
+/* docs/format.md: every format version keeps magic (offset 0), version (offset 8, 4 bytes) and the
+ * meta page's hash (XXH3-64 with seed "meta" of bytes 0..183, stored at 184) where they are, so that a
+ * newer version can be told from a damaged version field. */
+#define FMT_VERSION_OFF 8
+#define FMT_HASH_OFF 184
+#define FMT_SEED_META 0x6d657461ull /* "meta"; store/format.h MS_SEED_META */
+
+static void set_meta_version(unsigned char *img, size_t page, uint32_t version)
+{
+	unsigned char *m = img + page;
+	memcpy(m + FMT_VERSION_OFF, &version, 4);
+	uint64_t h = XXH3_64bits_withSeed(m, FMT_HASH_OFF, FMT_SEED_META);
+	memcpy(m + FMT_HASH_OFF, &h, 8);
+}
+
+Test(hostile, newer_format_version_is_eversion_and_left_alone)
+{
+	const char *orig = tu_path("orig.ms");
+	ms_store *s = tu_create(orig);
+	tu_puts(s, "k", "v");
+	tu_close(s);
+	size_t len, ps = 4096;
+	unsigned char *img = tu_read_file(orig, &len);
+	cr_assert_not_null(img);
+	/* Both pages newer, then each page alone (a newer library's last commit, either parity). */
+	for (int which = 0; which < 3; which++) {
+		unsigned char *copy = malloc(len);
+		memcpy(copy, img, len);
+		if (which != 2)
+			set_meta_version(copy, 0, 2);
+		if (which != 1)
+			set_meta_version(copy, ps, 2);
+		const char *p = tu_path("newer.ms");
+		cr_assert(tu_write_file(p, copy, len));
+		static const unsigned modes[] = { 0, MS_CREATE, MS_READONLY };
+		for (unsigned m = 0; m < 3; m++) {
+			tu_image before;
+			cr_assert(tu_image_take(p, &before));
+			ms_options o = { .flags = modes[m] };
+			s = NULL;
+			int rc = ms_open(p, &o, &s);
+			if (rc == 0)
+				ms_close(s);
+			cr_assert_eq(rc, MS_EVERSION, "meta page%s %s at version 2: ms_open(flags %#x) = %d (%s)",
+				     which == 0 ? "s" : "", which == 0 ? "0 and 1" : which == 1 ? "0" : "1", modes[m], rc,
+				     ms_strerror(rc));
+			const char *diff = tu_image_diff(p, &before);
+			cr_assert_null(diff, "ms_open refused a newer format but changed the file: %s", diff);
+			tu_image_free(&before);
+		}
+		int rc = check_damaged(p, "a newer format"); /* and it leaves the file alone */
+		cr_assert(rc == MS_EVERSION || rc == MS_ECORRUPT, "ms_check of a newer format = %d", rc);
+		free(copy);
+	}
+	free(img);
 }
 
 Test(hostile, garbage_lock_file_neither_crashes_nor_loses_data, .timeout = 60)

@@ -224,8 +224,7 @@ static void check_store(struct campaign *c)
 	rc = ms_check(c->path, tu_problem_fn, &pr, &cs);
 	KCHK(c, rc == 0, "ms_check after recovery = %d (%s): %" PRIu64 " problems, first at %" PRIu64 ": %s", rc,
 	     ms_strerror(rc), pr.count, pr.first_off, pr.first);
-	/* txn_id: a clean close may take one more id for its checkpoint. */
-	KCHK(c, cs.objects == objects && cs.live_bytes == live && cs.txn_id >= st.txn_id,
+	KCHK(c, cs.objects == objects && cs.live_bytes == live && cs.txn_id == st.txn_id,
 	     "ms_check counted %" PRIu64 " objects / %" PRIu64 " bytes at txn %" PRIu64 ", want %" PRIu64 " / %" PRIu64
 	     " at %" PRIu64, cs.objects, cs.live_bytes, cs.txn_id, objects, live, st.txn_id);
 	c->checks++;

@@ -16,6 +16,65 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#if defined(__SANITIZE_THREAD__)
+/* Criterion cannot start under ThreadSanitizer as it is (Snaipe/Criterion issue #274: "Could not
+ * initialize inheritable arena: Resource temporarily unavailable"). BoxFort, inside libcriterion,
+ * places each of its shared arenas at a random 16 MiB-aligned address in [0x200000000000,
+ * 0x600000000000): it probes with mincore() for a free spot (giving up after a few tries) and maps
+ * it with mmap64(MAP_FIXED). Under TSan nearly all of that window is TSan's reserved shadow and meta
+ * memory, the rest is refused by TSan's mmap interceptor (MAP_FIXED outside application memory is
+ * EINVAL), so only the sliver that is application memory (0x5500'0000'0000 to 0x5680'0000'0000)
+ * works, and a start-up needing several arenas almost never gets them all.
+ *
+ * So, in the TSan build only, these two wrappers give BoxFort the arenas it asks for: mincore()
+ * reports that window outside the application range as unmapped, and the refused mmap64(MAP_FIXED)
+ * there is answered by a mapping in application memory at 0x5670'0000'0000 and up (inside BoxFort's
+ * window, above where PIE binaries load; BoxFort uses the address it gets, and maps it at the same
+ * address in the child it spawns). Every other call goes straight to TSan's interceptor (libtsan
+ * exports it as __interceptor_mmap64) or the kernel. mstore calls neither function. They are not
+ * instrumented themselves: TSan maps memory while it initialises. */
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#define BXF_LO 0x200000000000u   /* BoxFort's window */
+#define BXF_HI 0x7f0000000000u
+#define APP_LO 0x550000000000u   /* TSan's middle application range (PIE binaries) */
+#define APP_HI 0x568000000000u
+#define ARENAS 0x567000000000u   /* where the wrapper puts BoxFort's arenas */
+
+void *__interceptor_mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off);
+int mincore(void *addr, size_t len, unsigned char *vec);
+
+__attribute__((no_sanitize_thread)) int mincore(void *addr, size_t len, unsigned char *vec)
+{
+	uintptr_t a = (uintptr_t)addr;
+	if (a >= BXF_LO && a < BXF_HI && (a < APP_LO || a >= APP_HI)) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return (int)syscall(SYS_mincore, addr, len, vec);
+}
+
+__attribute__((no_sanitize_thread)) void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	static uintptr_t cursor = ARENAS;
+	void *p = __interceptor_mmap64(addr, len, prot, flags, fd, off);
+	uintptr_t a = (uintptr_t)addr;
+	if (p != MAP_FAILED || errno != EINVAL || !(flags & MAP_FIXED) || a < BXF_LO || a >= BXF_HI)
+		return p;
+	uintptr_t step = (len + (16u << 20) - 1) / (16u << 20) * (16u << 20);
+	while (__atomic_load_n(&cursor, __ATOMIC_RELAXED) + step <= APP_HI) {
+		uintptr_t at = __atomic_fetch_add(&cursor, step, __ATOMIC_RELAXED);
+		p = __interceptor_mmap64((void *)at, len, prot, (flags & ~MAP_FIXED) | MAP_FIXED_NOREPLACE, fd, off);
+		if (p != MAP_FAILED)
+			return p;
+	}
+	errno = ENOMEM;
+	return MAP_FAILED;
+}
+#endif
+
 TestSuite(tsan, .init = tu_setup, .fini = tu_teardown, .timeout = 300);
 
 #define TCHK(cond, fmt, ...) \
@@ -52,7 +111,7 @@ struct shared {
 	double end;
 	uint64_t seed;
 	_Atomic bool stop;
-	_Atomic uint64_t commits, reads, checks, begins, failures;
+	_Atomic uint64_t commits, reads, checks, begins, monitors, failures;
 	char failure[512];
 	pthread_mutex_t failure_lock;
 };
@@ -281,8 +340,8 @@ static int count_fn(void *ctx, const ms_reader_info *r)
 	return 0;
 }
 
-/* Open and close read transactions as fast as possible, with the calls that read the shared state
- * of the handle beside them: ms_get (its own transaction), ms_stat, ms_readers, ms_reader_check. */
+/* Open and close read transactions as fast as possible (several at once in one thread, too), and
+ * ms_get, which takes its own. */
 static void *churn_main(void *arg)
 {
 	struct shared *sh = arg;
@@ -308,27 +367,40 @@ static void *churn_main(void *arg)
 		rc = ms_get(sh->s, key, 3, buf, sizeof buf, &vlen);
 		if (rc && rc != MS_NOTFOUND && rc != MS_ERANGE)
 			fail_once(sh, "churn %u: ms_get = %d (%s)", id, rc, ms_strerror(rc));
-		if (i % 16 == 0) {
-			ms_stats st;
-			if ((rc = ms_stat(sh->s, &st)) != 0)
-				fail_once(sh, "churn %u: ms_stat = %d", id, rc);
-			unsigned bad = 0;
-			if ((rc = ms_readers(sh->s, count_fn, &bad)) != 0 || bad)
-				fail_once(sh, "churn %u: ms_readers = %d, %u slots of another or a dead process", id, rc, bad);
-			unsigned cleared = 0;
-			if ((rc = ms_reader_check(sh->s, &cleared)) != 0 || cleared != 0)
-				fail_once(sh, "churn %u: ms_reader_check = %d cleared %u slots of live threads", id, rc, cleared);
-		}
 		i++;
+	}
+	return NULL;
+}
+
+/* The calls that read the handle's shared state beside all that: ms_stat, ms_readers,
+ * ms_reader_check. */
+static void *monitor_main(void *arg)
+{
+	struct shared *sh = arg;
+	while (running(sh)) {
+		ms_stats st;
+		int rc;
+		if ((rc = ms_stat(sh->s, &st)) != 0)
+			fail_once(sh, "monitor: ms_stat = %d", rc);
+		else if (st.readers > 4 + 2 * 3 + 1)
+			fail_once(sh, "monitor: ms_stat counts %" PRIu64 " readers; the threads hold at most 11", st.readers);
+		unsigned bad = 0;
+		if ((rc = ms_readers(sh->s, count_fn, &bad)) != 0 || bad)
+			fail_once(sh, "monitor: ms_readers = %d, %u slots of another or a dead process", rc, bad);
+		unsigned cleared = 0;
+		if ((rc = ms_reader_check(sh->s, &cleared)) != 0 || cleared != 0)
+			fail_once(sh, "monitor: ms_reader_check = %d cleared %u slots of live threads", rc, cleared);
+		atomic_fetch_add_explicit(&sh->monitors, 1, memory_order_relaxed);
 	}
 	return NULL;
 }
 
 static void run_threads(struct shared *sh, unsigned nreaders, unsigned nchurn)
 {
-	pthread_t w, r[8], c[8];
+	pthread_t w, m, r[8], c[8];
 	cr_assert(nreaders <= 8 && nchurn <= 8);
 	cr_assert_eq(pthread_create(&w, NULL, writer_main, sh), 0);
+	cr_assert_eq(pthread_create(&m, NULL, monitor_main, sh), 0);
 	for (unsigned i = 0; i < nreaders; i++)
 		cr_assert_eq(pthread_create(&r[i], NULL, reader_main, sh), 0);
 	for (unsigned i = 0; i < nchurn; i++)
@@ -339,6 +411,7 @@ static void run_threads(struct shared *sh, unsigned nreaders, unsigned nchurn)
 		pthread_join(r[i], NULL);
 	for (unsigned i = 0; i < nchurn; i++)
 		pthread_join(c[i], NULL);
+	pthread_join(m, NULL);
 }
 
 static void shared_init(struct shared *sh, const char *path, unsigned flags)
@@ -360,8 +433,9 @@ Test(tsan, four_readers_a_writer_and_transaction_churn_share_one_handle)
 	TCHK(atomic_load(&sh.failures) == 0, "%" PRIu64 " failures; the first: %s", atomic_load(&sh.failures), sh.failure);
 	uint64_t commits = atomic_load(&sh.commits);
 	cr_log_info("tsan: %" PRIu64 " commits, %" PRIu64 " read transactions checking %" PRIu64 " values, %" PRIu64
-		    " churned read transactions (MS_TEST_SEED=%" PRIu64 ")", commits, atomic_load(&sh.reads),
-		    atomic_load(&sh.checks), atomic_load(&sh.begins), tu_seed());
+		    " churned read transactions, %" PRIu64 " rounds of ms_stat/ms_readers/ms_reader_check (MS_TEST_SEED=%"
+		    PRIu64 ")", commits, atomic_load(&sh.reads), atomic_load(&sh.checks), atomic_load(&sh.begins),
+		    atomic_load(&sh.monitors), tu_seed());
 	TCHK(commits > 20 && atomic_load(&sh.reads) > 20 && atomic_load(&sh.begins) > 100,
 	     "too little happened: %" PRIu64 " commits, %" PRIu64 " reads", commits, atomic_load(&sh.reads));
 	/* Everything ended: no reader is left, and the final state is every key's last commit. */
