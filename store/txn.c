@@ -376,8 +376,9 @@ int ms_txn_commit(ms_txn *t)
 		txn_release(t, next.ckpt_off, next.ckpt_len);
 		next.ckpt_off = next.ckpt_len = 0;
 	}
-	next.txnid = s->cur.txnid + 1;
-	next.commit_id = s->cur.commit_id + 1;
+	/* t->snap began as the newest commit, and the writer lock kept it the newest. */
+	next.txnid = t->snap.txnid + 1;
+	next.commit_id = t->snap.commit_id + 1;
 	next.heap_end = s->file_size;
 	next.flags = (s->flags & MS_NOSYNC) ? MS_META_NOSYNC : 0;
 	bool durable = !(s->flags & MS_NOSYNC);
