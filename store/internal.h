@@ -159,6 +159,7 @@ void reader_release(struct reader_slot *r);
 void readers_clear_stale(struct ms_store *s, unsigned *cleared);
 uint64_t readers_oldest(struct ms_store *s);
 uint64_t readers_count(struct ms_store *s);
+uint64_t readers_pinned(struct ms_store *s); /* space the oldest reader of any process pins */
 void readers_note_commit(struct ms_store *s, uint64_t txnid, uint64_t freed_bytes);
 
 struct ms_store {

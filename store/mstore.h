@@ -95,7 +95,8 @@ typedef struct ms_stats {
 	/* Beyond the contract: */
 	uint64_t object_bytes;   /* bytes allocated to objects (headers, keys, values, rounding) */
 	uint64_t index_bytes;    /* bytes allocated to index nodes */
-	uint64_t pinned_bytes;   /* bytes freed by commits but still visible to an open snapshot */
+	uint64_t pinned_bytes;   /* bytes freed by commits but still visible to an open snapshot of any
+	                            process (ms_readers says whose) */
 	uint64_t internal_waste; /* bytes lost to size-class rounding */
 	uint64_t free_extents;   /* number of free extents */
 	uint64_t overhead_bytes; /* fixed overhead: meta pages and unusable slack */

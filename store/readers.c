@@ -279,6 +279,12 @@ static uint64_t pinned_since(ms_store *s, uint64_t txnid)
 	return sum;
 }
 
+uint64_t readers_pinned(ms_store *s)
+{
+	uint64_t oldest = readers_oldest(s);
+	return oldest == UINT64_MAX ? 0 : pinned_since(s, oldest);
+}
+
 int ms_readers(ms_store *s, int (*fn)(void *ctx, const ms_reader_info *r), void *ctx)
 {
 	if (!s || !fn)

@@ -46,6 +46,9 @@ int ms_stat(ms_store *s, ms_stats *st)
 	st->object_bytes = s->cur.obj_bytes;
 	st->index_bytes = s->cur.node_bytes;
 	st->pinned_bytes = s->pinned_bytes;
+	uint64_t pinned = readers_pinned(s); /* what other processes' commits freed counts too */
+	if (pinned > st->pinned_bytes)
+		st->pinned_bytes = pinned;
 	uint64_t heap_end = s->cur.heap_end;
 	pthread_mutex_unlock(&s->lock);
 	struct stat sb;

@@ -101,7 +101,48 @@ static void print_human(const char *path, const ms_stats *st, bool exact)
 	row("cache", note, NULL);
 }
 
-static void print_json(const ms_stats *st)
+/* Who pins space: the readers of every process, as ms_readers reports them. */
+struct pins {
+	ms_reader_info r[64];
+	unsigned n, more;
+};
+
+static int add_pin(void *ctx, const ms_reader_info *r)
+{
+	struct pins *p = ctx;
+	if (p->n < sizeof p->r / sizeof p->r[0])
+		p->r[p->n++] = *r;
+	else
+		p->more++;
+	return 0;
+}
+
+static void print_pins_human(const struct pins *p, bool exact)
+{
+	char b[CLI_SIZE_LEN], line[160];
+	for (unsigned i = 0; i < p->n; i++) {
+		const ms_reader_info *r = &p->r[i];
+		snprintf(line, sizeof line, "pid %llu, snapshot of txn %llu, %.1f s old, pins %s%s",
+		         (unsigned long long)r->pid, (unsigned long long)r->txn_id, (double)r->age_ns / 1e9,
+		         cli_size(b, r->pinned_bytes, exact), r->alive ? "" : " (process gone: mstore readers --clear-stale)");
+		row(i == 0 ? "pinned by" : "", line, NULL);
+	}
+	if (p->more)
+		printf("%-16s %u more readers (mstore readers lists them all)\n", "", p->more);
+}
+
+static void print_pins_json(const struct pins *p)
+{
+	printf(",\"pinned_by\":[");
+	for (unsigned i = 0; i < p->n; i++)
+		printf("%s{\"pid\":%llu,\"txn_id\":%llu,\"age_ns\":%llu,\"pinned_bytes\":%llu,\"alive\":%s}",
+		       i ? "," : "", (unsigned long long)p->r[i].pid, (unsigned long long)p->r[i].txn_id,
+		       (unsigned long long)p->r[i].age_ns, (unsigned long long)p->r[i].pinned_bytes,
+		       p->r[i].alive ? "true" : "false");
+	printf("]");
+}
+
+static void print_json(const ms_stats *st, const struct pins *pins)
 {
 	const struct {
 		const char *name;
@@ -132,6 +173,7 @@ static void print_json(const ms_stats *st)
 	putchar('{');
 	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
 		printf("%s\"%s\":%llu", i ? "," : "", f[i].name, (unsigned long long)f[i].v);
+	print_pins_json(pins);
 	puts("}");
 }
 
@@ -167,12 +209,17 @@ int cmd_stat(int argc, char **argv)
 	if (rc != 0)
 		return cli_store_error("open", path, rc);
 	rc = ms_stat(s, &st);
+	struct pins pins = {.n = 0};
+	if (rc == 0)
+		rc = ms_readers(s, add_pin, &pins);
 	ms_close(s);
 	if (rc != 0)
 		return cli_store_error("stat", path, rc);
-	if (json)
-		print_json(&st);
-	else
+	if (json) {
+		print_json(&st, &pins);
+	} else {
 		print_human(path, &st, exact);
+		print_pins_human(&pins, exact);
+	}
 	return cli_finish_stdout("stat");
 }
