@@ -57,25 +57,30 @@ static uint64_t now_ns(void)
 
 #define NOINLINE __attribute__((noinline)) /* the timed loops stay separate functions (callgrind) */
 
-/* Share of one CPU this thread got between cpu_begin() and cpu_share(): below ~0.9 in a CPU-bound
- * test means the machine was busy with something else and the run was preempted. */
-static uint64_t cpu_t0, cpu_w0;
+/* The timed section of a run: tm_start() .. tm_stop() gives the wall time (CLOCK_MONOTONIC, the
+ * figure reported) and leaves the thread's CPU time (CLOCK_THREAD_CPUTIME_ID, user + system) of the
+ * same section in tm_cpu_ns. CPU time / wall time below ~0.9 in a CPU-bound test means the run was
+ * preempted: the machine was busy with something else. */
+static uint64_t tm_w0, tm_c0, tm_cpu_ns, tm_wall_ns;
 static uint64_t thread_cpu_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-static void cpu_begin(void)
+static inline void tm_start(void)
 {
-	cpu_w0 = now_ns();
-	cpu_t0 = thread_cpu_ns();
+	tm_c0 = thread_cpu_ns();
+	tm_w0 = now_ns();
 }
-static double cpu_share(void)
+static inline uint64_t tm_stop(void)
 {
-	uint64_t c = thread_cpu_ns() - cpu_t0, w = now_ns() - cpu_w0;
-	return w ? (double)c / (double)w : 1.0;
+	uint64_t w = now_ns();
+	tm_cpu_ns = thread_cpu_ns() - tm_c0;
+	tm_wall_ns = w - tm_w0;
+	return tm_wall_ns;
 }
+static double cpu_share(void) { return tm_wall_ns ? (double)tm_cpu_ns / (double)tm_wall_ns : 1.0; }
 static int busy_runs, cpu_runs;
 static void count_share(double share)
 {
@@ -280,14 +285,18 @@ typedef struct row {
 enum {
 	R_LOAD,
 	R_GET,
+	R_GET_CPU,
 	R_PUT,
+	R_PUT_CPU,
 	R_PUT_DUR,
 	R_SCAN,
+	R_SCAN_CPU,
 	R_COMMIT_MED,
 	R_COMMIT_P99,
 	R_SIZE_LOAD_FILE,
 	R_SIZE_LOAD_USED,
 	R_SIZE_LOAD_OVH,
+	R_SIZE_LOAD_META,
 	R_SIZE_CHURN_FILE,
 	R_SIZE_CHURN_USED,
 	R_SIZE_CHURN_RATIO,
@@ -298,14 +307,18 @@ enum {
 static row rows[NROWS] = {
 	[R_LOAD] = {"bulk_load", "bulk load, 1 txn (ops/s)", "ops/s", "-", 1, {0}, {0}, {{0}}, {0}},
 	[R_GET] = {"random_get", "random get (ops/s)", "ops/s", ">= 3x", 1, {0}, {0}, {{0}}, {0}},
+	[R_GET_CPU] = {"random_get_cpu", "  same, per CPU second", "ops/s", ">= 3x", 1, {0}, {0}, {{0}}, {0}},
 	[R_PUT] = {"batched_put", "batched put, nosync (ops/s)", "ops/s", ">= 2x", 1, {0}, {0}, {{0}}, {0}},
+	[R_PUT_CPU] = {"batched_put_cpu", "  same, per CPU second", "ops/s", ">= 2x", 1, {0}, {0}, {{0}}, {0}},
 	[R_PUT_DUR] = {"batched_put_durable", "batched put, durable (ops/s)", "ops/s", "(info)", 1, {0}, {0}, {{0}}, {0}},
 	[R_SCAN] = {"scan", "sequential scan (objects/s)", "objects/s", ">= 1x", 1, {0}, {0}, {{0}}, {0}},
+	[R_SCAN_CPU] = {"scan_cpu", "  same, per CPU second", "objects/s", ">= 1x", 1, {0}, {0}, {{0}}, {0}},
 	[R_COMMIT_MED] = {"commit_median_us", "durable commit, median (us)", "us", "<= 1x", 0, {0}, {0}, {{0}}, {0}},
 	[R_COMMIT_P99] = {"commit_p99_us", "durable commit, p99 (us)", "us", "<= 1x", 0, {0}, {0}, {{0}}, {0}},
 	[R_SIZE_LOAD_FILE] = {"load_file_bytes_per_obj", "after load: file B/object", "B/object", "(report)", 0, {0}, {0}, {{0}}, {0}},
 	[R_SIZE_LOAD_USED] = {"load_used_bytes_per_obj", "after load: used B/object", "B/object", "(report)", 0, {0}, {0}, {{0}}, {0}},
-	[R_SIZE_LOAD_OVH] = {"load_overhead_bytes_per_obj", "after load: used - live, B/object", "B/object", "<= 32 B", 0, {0}, {0}, {{0}}, {0}},
+	[R_SIZE_LOAD_OVH] = {"load_overhead_bytes_per_obj", "after load: used - live, B/object", "B/object", "(report)", 0, {0}, {0}, {{0}}, {0}},
+	[R_SIZE_LOAD_META] = {"load_header_index_bytes_per_obj", "after load: header + index, B/object", "B/object", "<= 32 B", 0, {0}, {0}, {{0}}, {0}},
 	[R_SIZE_CHURN_FILE] = {"churn_file_bytes_per_obj", "after churn: file B/object", "B/object", "(report)", 0, {0}, {0}, {{0}}, {0}},
 	[R_SIZE_CHURN_USED] = {"churn_used_bytes_per_obj", "after churn: used B/object", "B/object", "(report)", 0, {0}, {0}, {{0}}, {0}},
 	[R_SIZE_CHURN_RATIO] = {"churn_file_over_live", "after churn: file / live bytes", "x", "(report)", 0, {0}, {0}, {{0}}, {0}},
@@ -387,7 +400,7 @@ static void lm_close(lm_db *d)
 static uint64_t lm_put_range(lm_db *d, uint64_t lo, uint64_t hi, uint64_t batch)
 {
 	unsigned char k[KEYLEN], v[VALLEN];
-	uint64_t t0 = now_ns();
+	tm_start();
 	for (uint64_t b = lo; b < hi; b += batch) {
 		MDB_txn *t;
 		LMC(mdb_txn_begin(d->env, NULL, 0, &t));
@@ -400,7 +413,7 @@ static uint64_t lm_put_range(lm_db *d, uint64_t lo, uint64_t hi, uint64_t batch)
 		}
 		LMC(mdb_txn_commit(t));
 	}
-	return now_ns() - t0;
+	return tm_stop();
 }
 
 NOINLINE static double lm_get_run(lm_db *d, uint64_t *bad_out)
@@ -410,7 +423,7 @@ NOINLINE static double lm_get_run(lm_db *d, uint64_t *bad_out)
 	unsigned char k[KEYLEN], scratch[VALLEN];
 	uint64_t bad = 0;
 	rng r = {SEED_GET};
-	uint64_t t0 = now_ns();
+	tm_start();
 	MDB_txn *t;
 	LMC(mdb_txn_begin(d->env, NULL, MDB_RDONLY, &t));
 	for (uint64_t j = 0; j < ops; j++) {
@@ -422,7 +435,7 @@ NOINLINE static double lm_get_run(lm_db *d, uint64_t *bad_out)
 			bad++;
 	}
 	mdb_txn_abort(t);
-	uint64_t dt = now_ns() - t0;
+	uint64_t dt = tm_stop();
 	*bad_out = bad;
 	return (double)ops * 1e9 / (double)dt;
 }
@@ -433,7 +446,7 @@ NOINLINE static double lm_scan_run(lm_db *d, uint64_t *count, uint64_t *sum)
 	MDB_cursor *cur;
 	MDB_val k, v;
 	uint64_t cnt = 0, s = 0;
-	uint64_t t0 = now_ns();
+	tm_start();
 	LMC(mdb_txn_begin(d->env, NULL, MDB_RDONLY, &t));
 	LMC(mdb_cursor_open(t, d->dbi, &cur));
 	int rc;
@@ -445,7 +458,7 @@ NOINLINE static double lm_scan_run(lm_db *d, uint64_t *count, uint64_t *sum)
 		die("mdb_cursor_get: %s", mdb_strerror(rc));
 	mdb_cursor_close(cur);
 	mdb_txn_abort(t);
-	uint64_t dt = now_ns() - t0;
+	uint64_t dt = tm_stop();
 	*count = cnt;
 	*sum = s;
 	return (double)cnt * 1e9 / (double)dt;
@@ -495,6 +508,8 @@ typedef struct size_fig {
 	uint64_t used;  /* engine's allocated bytes (LMDB: (last_pgno + 1 - free pages) * page size) */
 	uint64_t span;  /* LMDB: (last_pgno + 1) * page size; mstore: file_bytes from ms_stat */
 	uint64_t live;  /* engine's live bytes if it reports them (mstore), else 0 */
+	/* mstore's breakdown (ms_stats), 0 for LMDB */
+	uint64_t obj_bytes, index_bytes, waste, free_bytes, largest_free, pinned, extents;
 } size_fig;
 
 static void lm_size(lm_db *d, size_fig *f)
@@ -509,6 +524,7 @@ static void lm_size(lm_db *d, size_fig *f)
 	f->used = (pages - fp) * st.ms_psize;
 	f->file = file_size(d->path, &f->alloc);
 	f->live = 0;
+	f->obj_bytes = f->index_bytes = f->waste = f->free_bytes = f->largest_free = f->pinned = f->extents = 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -545,7 +561,7 @@ static void ms_close_db(ms_db *d)
 static uint64_t ms_put_range(ms_db *d, uint64_t lo, uint64_t hi, uint64_t batch)
 {
 	unsigned char k[KEYLEN], v[VALLEN];
-	uint64_t t0 = now_ns();
+	tm_start();
 	for (uint64_t b = lo; b < hi; b += batch) {
 		ms_txn *t;
 		MSC(ms_txn_begin(d->s, 0, &t));
@@ -557,7 +573,7 @@ static uint64_t ms_put_range(ms_db *d, uint64_t lo, uint64_t hi, uint64_t batch)
 		}
 		MSC(ms_txn_commit(t));
 	}
-	return now_ns() - t0;
+	return tm_stop();
 }
 
 NOINLINE static double ms_get_run(ms_db *d, uint64_t *bad_out)
@@ -567,7 +583,7 @@ NOINLINE static double ms_get_run(ms_db *d, uint64_t *bad_out)
 	unsigned char k[KEYLEN], scratch[VALLEN];
 	uint64_t bad = 0;
 	rng r = {SEED_GET};
-	uint64_t t0 = now_ns();
+	tm_start();
 	ms_txn *t;
 	MSC(ms_txn_begin(d->s, MS_READONLY, &t));
 	for (uint64_t j = 0; j < ops; j++) {
@@ -579,7 +595,7 @@ NOINLINE static double ms_get_run(ms_db *d, uint64_t *bad_out)
 			bad++;
 	}
 	ms_txn_abort(t);
-	uint64_t dt = now_ns() - t0;
+	uint64_t dt = tm_stop();
 	*bad_out = bad;
 	return (double)ops * 1e9 / (double)dt;
 }
@@ -590,7 +606,7 @@ NOINLINE static double ms_scan_run(ms_db *d, uint64_t *count, uint64_t *sum)
 	ms_iter *it;
 	ms_val k, v;
 	uint64_t cnt = 0, s = 0;
-	uint64_t t0 = now_ns();
+	tm_start();
 	MSC(ms_txn_begin(d->s, MS_READONLY, &t));
 	MSC(ms_iter_open(t, &it));
 	int rc;
@@ -602,7 +618,7 @@ NOINLINE static double ms_scan_run(ms_db *d, uint64_t *count, uint64_t *sum)
 		die("ms_iter_next: %s (%s)", ms_strerror(rc), ms_last_error());
 	ms_iter_close(it);
 	ms_txn_abort(t);
-	uint64_t dt = now_ns() - t0;
+	uint64_t dt = tm_stop();
 	*count = cnt;
 	*sum = s;
 	return (double)cnt * 1e9 / (double)dt;
@@ -632,6 +648,13 @@ static void ms_size(ms_db *d, size_fig *f)
 	f->span = st.file_bytes;
 	f->live = st.live_bytes;
 	f->file = file_size(d->path, &f->alloc);
+	f->obj_bytes = st.object_bytes;
+	f->index_bytes = st.index_bytes;
+	f->waste = st.internal_waste;
+	f->free_bytes = st.free_bytes;
+	f->largest_free = st.largest_free;
+	f->pinned = st.pinned_bytes;
+	f->extents = st.free_extents;
 }
 #endif
 
@@ -706,7 +729,6 @@ static void test_get(void)
 				continue;
 			uint64_t bad = 0;
 			double x;
-			cpu_begin();
 #ifndef MSB_LMDB_ONLY
 			if (e == E_MS)
 				x = ms_get_run(&ms_loaded, &bad);
@@ -720,8 +742,10 @@ static void test_get(void)
 			if (bad)
 				fprintf(stderr, "ms_bench_kv: %s: %" PRIu64 " lookups returned a wrong value\n",
 				        eng_name[e], bad);
-			if (r >= 0)
+			if (r >= 0) {
 				row_add(R_GET, e, x);
+				row_add(R_GET_CPU, e, (double)C->ops * 1e9 / (double)tm_cpu_ns);
+			}
 			progress("%s run %d: %.0f ops/s (cpu %.0f%%)%s", eng_name[e], r, x, share * 100,
 			         r < 0 ? " (warm-up)" : "");
 		}
@@ -749,7 +773,6 @@ static void test_scan(void)
 				continue;
 			uint64_t cnt, sum;
 			double x;
-			cpu_begin();
 #ifndef MSB_LMDB_ONLY
 			if (e == E_MS)
 				x = ms_scan_run(&ms_loaded, &cnt, &sum);
@@ -765,6 +788,7 @@ static void test_scan(void)
 				        eng_name[e], cnt, C->n, sum, want_sum);
 			}
 			row_add(R_SCAN, e, x);
+			row_add(R_SCAN_CPU, e, (double)cnt * 1e9 / (double)tm_cpu_ns);
 			progress("%s run %d: %.0f objects/s (cpu %.0f%%)", eng_name[e], r, x, share * 100);
 		}
 	}
@@ -786,7 +810,6 @@ static void test_put_mode(int durable)
 			if (!C->engine_on[e])
 				continue;
 			uint64_t ns;
-			cpu_begin();
 #ifndef MSB_LMDB_ONLY
 			if (e == E_MS) {
 				ms_db d;
@@ -809,6 +832,8 @@ static void test_put_mode(int durable)
 			rm_rf(dir);
 			double x = (double)keys * 1e9 / (double)ns;
 			row_add(rid, e, x);
+			if (!durable)
+				row_add(R_PUT_CPU, e, (double)keys * 1e9 / (double)tm_cpu_ns);
 			progress("%s run %d: %.0f ops/s (cpu %.0f%%)", eng_name[e], r, x, share * 100);
 		}
 	}
@@ -994,9 +1019,21 @@ static void test_size(void)
 			     eng_name[e], b.live, live1);
 		print_size(eng_name[e], "after load", &a, live0);
 		print_size(eng_name[e], "after churn", &b, live1);
+		if (e == E_MS) {
+			const size_fig *f[2] = {&a, &b};
+			for (int w = 0; w < 2; w++)
+				note("mstore %s, per object: objects %.1f B (of which size-class rounding %.1f B), "
+				     "index %.1f B; free %.1f MB in %" PRIu64 " extents (largest %.1f MB), pinned %.1f MB",
+				     w ? "after churn" : "after load", (double)f[w]->obj_bytes / n, (double)f[w]->waste / n,
+				     (double)f[w]->index_bytes / n, (double)f[w]->free_bytes / 1e6, f[w]->extents,
+				     (double)f[w]->largest_free / 1e6, (double)f[w]->pinned / 1e6);
+		}
 		row_add(R_SIZE_LOAD_FILE, e, (double)a.file / n);
 		row_add(R_SIZE_LOAD_USED, e, (double)a.used / n);
 		row_add(R_SIZE_LOAD_OVH, e, ((double)a.used - (double)live0) / n);
+		if (e == E_MS) /* header plus index share, the brief's per-object metadata: used - live -
+		                  size-class rounding (ms_stats.internal_waste) */
+			row_add(R_SIZE_LOAD_META, e, ((double)a.used - (double)live0 - (double)a.waste) / n);
 		row_add(R_SIZE_CHURN_FILE, e, (double)b.file / n);
 		row_add(R_SIZE_CHURN_USED, e, (double)b.used / n);
 		row_add(R_SIZE_CHURN_RATIO, e, (double)b.file / (double)live1);
@@ -1096,10 +1133,13 @@ static int row_wanted(int r)
 {
 	switch (r) {
 	case R_LOAD: return (C->only & (T_GET | T_SCAN | T_COMMIT)) != 0;
-	case R_GET: return (C->only & T_GET) != 0;
-	case R_PUT: return (C->only & T_PUT) != 0;
+	case R_GET:
+	case R_GET_CPU: return (C->only & T_GET) != 0;
+	case R_PUT:
+	case R_PUT_CPU: return (C->only & T_PUT) != 0;
 	case R_PUT_DUR: return (C->only & T_PUT) && C->durable_put;
-	case R_SCAN: return (C->only & T_SCAN) != 0;
+	case R_SCAN:
+	case R_SCAN_CPU: return (C->only & T_SCAN) != 0;
 	case R_COMMIT_MED:
 	case R_COMMIT_P99: return (C->only & T_COMMIT) != 0;
 	default: return (C->only & T_SIZE) != 0;
