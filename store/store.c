@@ -269,6 +269,8 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		if (!atomic_load(&r->pid) || rt == 0 || rt == cur->txnid)
 			continue;
 		uint64_t rheap, rroot = reader_root(r, &rheap);
+		if (rheap > region_end)
+			rheap = region_end; /* the lock file is shared memory: never read past the file */
 		struct ictx rc_ctx = { .base = s->base, .heap_end = rheap };
 		struct rebuild extra;
 		memset(&extra, 0, sizeof extra);
