@@ -11,6 +11,9 @@
 /* Room kept for deletes when the store is at its capacity: a delete copies a path of nodes, and a
  * full store must still take deletes (the contract). Puts fail with MS_ENOSPC before eating it. */
 #define DEL_RESERVE (256ull << 10)
+/* Without a capacity the file is grown ahead to keep more free: that free tail is also where new
+ * size-class runs go, and while it can host them they never split a hole a deleted object left. */
+#define DISK_RESERVE (1ull << 20)
 
 static _Thread_local char txn_me;
 uintptr_t txn_self(void) { return (uintptr_t)&txn_me; }
@@ -90,7 +93,7 @@ void txn_release(struct ms_txn *t, uint64_t off, uint64_t size)
  * so half the budget covers a copy of the whole index), plus DEL_RESERVE: any delete-only transaction
  * then fits in a full store, and afterwards exactly the objects it deleted fit again, whatever shape
  * the index takes. Without a capacity the limit is the disk, which can only be learnt by growing: the
- * file is grown ahead so that DEL_RESERVE stays free. */
+ * file is grown ahead so that DISK_RESERVE stays free. */
 #define IDX_PER_OBJ 32u
 static int txn_room(struct ms_txn *t, uint64_t obj_bytes)
 {
@@ -105,13 +108,13 @@ static int txn_room(struct ms_txn *t, uint64_t obj_bytes)
 	}
 	uint64_t need = obj_bytes + 16 * node_size(MS_FANOUT);
 	uint64_t free_bytes = alloc_free_bytes(s->alloc);
-	if (free_bytes >= need + DEL_RESERVE)
+	if (free_bytes >= need + DISK_RESERVE)
 		return 0;
 	readers_release_pending(s);
 	free_bytes = alloc_free_bytes(s->alloc);
-	if (free_bytes >= need + DEL_RESERVE)
+	if (free_bytes >= need + DISK_RESERVE)
 		return 0;
-	int rc = map_grow(s, s->file_size + need + DEL_RESERVE - free_bytes);
+	int rc = map_grow(s, s->file_size + need + DISK_RESERVE - free_bytes);
 	if (rc)
 		return rc;
 	t->base = s->base;
