@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -846,6 +847,7 @@ static void test_put(void)
 		test_put_mode(1);
 }
 
+static double commit_faults[NENG];
 static void test_commit(void)
 {
 	fprintf(stderr, "durable commit: %d commits of one 100-byte put, %d runs, on the loaded store\n",
@@ -862,21 +864,30 @@ static void test_commit(void)
 			if (!C->engine_on[e])
 				continue;
 			uint64_t first = C->n + (uint64_t)r * (uint64_t)C->commits; /* new keys */
+			struct rusage ru0, ru1;
+			getrusage(RUSAGE_THREAD, &ru0);
 #ifndef MSB_LMDB_ONLY
 			if (e == E_MS)
 				ms_commit_run(&ms_loaded, first, C->commits, lat);
 			else
 #endif
 				lm_commit_run(&lm_loaded, first, C->commits, lat);
+			getrusage(RUSAGE_THREAD, &ru1);
+			double faults = (double)((ru1.ru_minflt - ru0.ru_minflt) + (ru1.ru_majflt - ru0.ru_majflt)) /
+			                (double)C->commits;
+			if (r == 0)
+				commit_faults[e] = faults;
 			qsort(lat, (size_t)C->commits, sizeof(double), cmp_double);
 			double med = pct_sorted(lat, (size_t)C->commits, 50), p99 = pct_sorted(lat, (size_t)C->commits, 99);
 			row_add(R_COMMIT_MED, e, med);
 			row_add(R_COMMIT_P99, e, p99);
-			progress("%s run %d: median %.1f us, p99 %.1f us, max %.1f us", eng_name[e], r, med, p99,
-			         lat[C->commits - 1]);
+			progress("%s run %d: median %.1f us, p99 %.1f us, max %.1f us, %.1f page faults per commit",
+			         eng_name[e], r, med, p99, lat[C->commits - 1], faults);
 		}
 	}
 	free(lat);
+	note("durable commit: page faults per commit (first run): mstore %.1f, LMDB %.1f", commit_faults[E_MS],
+	     commit_faults[E_LM]);
 }
 
 /* Churn: churn_rounds rounds; each overwrites a random half of the keys (a fresh random subset each
@@ -913,6 +924,10 @@ static void churn_lm(lm_db *d, unsigned char *lens)
 			}
 			LMC(mdb_txn_commit(t));
 		}
+		size_fig f;
+		lm_size(d, &f);
+		progress("LMDB churn round %d: file %.1f MB, used %.1f MB", round + 1, (double)f.file / 1e6,
+		         (double)f.used / 1e6);
 	}
 	free(perm);
 }
@@ -948,6 +963,11 @@ static void churn_ms(ms_db *d, unsigned char *lens)
 			}
 			MSC(ms_txn_commit(t));
 		}
+		size_fig f;
+		ms_size(d, &f);
+		progress("mstore churn round %d: file %.1f MB, used %.1f MB, free %.1f MB (largest %.1f MB), "
+		         "pinned %.1f MB", round + 1, (double)f.file / 1e6, (double)f.used / 1e6,
+		         (double)f.free_bytes / 1e6, (double)f.largest_free / 1e6, (double)f.pinned / 1e6);
 	}
 	free(perm);
 }
@@ -1222,6 +1242,14 @@ static void print_json(double harness, double sync_us)
 
 /* ---------------------------------------------------------------------------------------------- */
 
+/* The temporary directory is removed on every exit, die() included. */
+static char tmp_dir_to_remove[4096];
+static void remove_tmp_dir(void)
+{
+	if (tmp_dir_to_remove[0])
+		rm_rf(tmp_dir_to_remove);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -1356,6 +1384,8 @@ int main(int argc, char **argv)
 		snprintf(c.dir, sizeof c.dir, "/tmp/ms_bench_kv.XXXXXX");
 		if (!mkdtemp(c.dir))
 			die("mkdtemp: %s", strerror(errno));
+		snprintf(tmp_dir_to_remove, sizeof tmp_dir_to_remove, "%s", c.dir);
+		atexit(remove_tmp_dir);
 	} else if (mkdir(c.dir, 0700) != 0 && errno != EEXIST) {
 		die("mkdir %s: %s", c.dir, strerror(errno));
 	}
@@ -1407,7 +1437,5 @@ int main(int argc, char **argv)
 	if (bad)
 		fprintf(stderr, "ms_bench_kv: VERIFICATION FAILED (mstore %" PRIu64 ", LMDB %" PRIu64 ")\n",
 		        verify_errors[E_MS], verify_errors[E_LM]);
-	if (!c.dir_given)
-		rm_rf(c.dir);
-	return bad ? 2 : 0;
+	return bad ? 2 : 0; /* remove_tmp_dir runs at exit */
 }

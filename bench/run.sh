@@ -23,13 +23,19 @@ while [ $# -gt 0 ]; do
     --build-dir=*) build=${1#*=}; shift ;;
     --update-docs) update_docs=1; shift ;;
     --lmdb-only) lmdb_only=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; args=("$@"); break ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$build"
 build=$(cd "$build" && pwd)
+
+# The source state, taken before building (other people may edit the tree while the benchmark runs).
+rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "no commit yet")
+if [ -n "$(git -C "$repo" status --porcelain -- store alloc bench 2>/dev/null)" ]; then
+  rev="$rev + uncommitted changes in store/, alloc/ or bench/"
+fi
 
 if [ "$lmdb_only" = 1 ]; then
   bin="$build/ms_bench_kv_lmdb_only"
@@ -69,10 +75,6 @@ trap 'rm -f "$table" "$block"' EXIT
 "$bin" --markdown ${args[@]+"${args[@]}"} | tee "$table"
 
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
-rev=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo "no commit yet")
-if [ -n "$(git -C "$repo" status --porcelain -- store alloc bench 2>/dev/null)" ]; then
-  rev="$rev (store/, alloc/ or bench/ modified)"
-fi
 fs=$(df -T /tmp | awk 'NR == 2 { print $2 }')
 cmdline="bash bench/run.sh"
 [ "$lmdb_only" = 1 ] && cmdline="$cmdline --lmdb-only"
