@@ -2,6 +2,13 @@
  * in hash.h. */
 #include "internal.h"
 
+unsigned char ms_node_secret[XXH3_SECRET_DEFAULT_SIZE];
+
+__attribute__((constructor)) static void node_secret_init(void)
+{
+	XXH3_generateSecret_fromSeed(ms_node_secret, MS_SEED_NODE);
+}
+
 int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 {
 	if (m->magic != MS_MAGIC)
@@ -20,7 +27,7 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 		return *why = "heap end out of range", MS_ECORRUPT;
 	if (m->heap_end > file_size)
 		return *why = "file is shorter than its heap (truncated)", MS_ECORRUPT;
-	if (m->root && (!ent_is_node(m->root) || (m->root & 0xe) || m->root >> 48 ||
+	if (m->root && (!ent_is_node(m->root) || (m->root & 0xc) || m->root >> 48 ||
 	                ent_off(m->root) < MS_HEAP_START || ent_off(m->root) >= m->heap_end))
 		return *why = "root offset out of range", MS_ECORRUPT;
 	if (m->ckpt_off && (m->ckpt_off < MS_HEAP_START || (m->ckpt_off & (MS_ALIGN - 1)) ||

@@ -31,9 +31,14 @@ static inline uint32_t obj_hash(const struct disk_obj *o)
 	return (uint32_t)XXH3_64bits_withSeed(o + 1, o->klen + obj_vlen(o), obj_seed(o));
 }
 
+/* XXH3's secret for MS_SEED_NODE, made once at load (format.c): with it a node of more than 240
+ * bytes hashes without deriving the secret again, to the same value as XXH3_64bits_withSeed. */
+extern unsigned char ms_node_secret[XXH3_SECRET_DEFAULT_SIZE];
+
 static inline uint32_t node_hash(const struct disk_node *n, unsigned nslots)
 {
-	return (uint32_t)XXH3_64bits_withSeed(&n->bitmap, 4 + 8ull * nslots, MS_SEED_NODE);
+	return (uint32_t)XXH3_64bits_withSecretandSeed(&n->bitmap, 4 + 8ull * nslots, ms_node_secret,
+	                                               sizeof ms_node_secret, MS_SEED_NODE);
 }
 
 static inline uint64_t meta_hash(const struct disk_meta *m)

@@ -27,6 +27,14 @@ static inline uint64_t memo_word(ms_off off, uint32_t hash)
 	return (off >> (4 + MEMO_BITS)) << 32 | hash;
 }
 
+/* The memo slot of the node at off. The offset's high bits (kept in the word) are mixed into the
+ * low ones, so nodes at the same place in runs 128 KiB apart do not all share one slot; the slot and
+ * the word still tell the offset exactly. */
+static inline unsigned memo_slot(ms_off off)
+{
+	return (unsigned)((off >> 4) + (uint32_t)(off >> (4 + MEMO_BITS)) * 0x9e3779b1u) & ((1u << MEMO_BITS) - 1);
+}
+
 /* Is the node at off (n slots) intact? Checks the memo first at the top levels. */
 static inline bool node_verified(const struct ictx *c, const struct disk_node *nd, ms_off off, unsigned n,
                                  unsigned depth)
@@ -35,7 +43,7 @@ static inline bool node_verified(const struct ictx *c, const struct disk_node *n
 		return true;
 	_Atomic uint64_t *m = NULL;
 	if (c->memo && depth < MEMO_DEPTH) {
-		m = &c->memo[(off >> 4) & ((1u << MEMO_BITS) - 1)];
+		m = &c->memo[memo_slot(off)];
 		if (atomic_load_explicit(m, memory_order_relaxed) == memo_word(off, nd->hash))
 			return true;
 	}

@@ -17,6 +17,21 @@ TestSuite(checkpoint, .init = tu_setup, .fini = tu_teardown);
 TestSuite(memo, .init = tu_setup, .fini = tu_teardown);
 TestSuite(iter, .init = tu_setup, .fini = tu_teardown);
 TestSuite(collide, .init = tu_setup, .fini = tu_teardown);
+TestSuite(hash, .init = tu_setup, .fini = tu_teardown);
+
+/* The node checksum takes a precomputed secret for speed; the format defines it as XXH3-64 with seed
+ * MS_SEED_NODE, and the two must agree at every length a node can have. */
+Test(hash, node_checksum_is_seeded_xxh3_at_every_node_size)
+{
+	static uint64_t buf[1 + 2 * MS_FANOUT + 64];
+	for (size_t i = 0; i < sizeof buf / 8; i++)
+		buf[i] = (i + 1) * 0x9e3779b97f4a7c15ull;
+	const struct disk_node *nd = (const struct disk_node *)buf;
+	for (unsigned n = 0; n < sizeof buf / 8 - 1; n++) {
+		uint32_t want = (uint32_t)XXH3_64bits_withSeed(&nd->bitmap, 4 + 8ull * n, MS_SEED_NODE);
+		cr_assert_eq(node_hash(nd, n), want, "node of %u slots", n);
+	}
+}
 
 static void read_meta(const char *path, int page, struct disk_meta *m)
 {
