@@ -2,7 +2,8 @@
 # Installs the Debian packages mstore needs to build, test and benchmark, when any is missing.
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config clang liblmdb-dev lmdb-utils liburing-dev libzstd-dev
+# libclang-rt-14-dev: the libFuzzer and sanitizer runtimes of clang 14 (not pulled in by clang itself).
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev liblmdb-dev lmdb-utils liburing-dev libzstd-dev
       libxxhash-dev libcriterion-dev valgrind)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -77,6 +77,11 @@ static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefi
 	uint32_t bits = depth < MS_MAX_DEPTH ? nd->bitmap : 0;
 	if (depth == MS_MAX_DEPTH - 1 && (bits >> 16))
 		return walk_fail(w, ent_off(ent), "index node uses hash bits that do not exist");
+	/* Deletes pull a lone object up into its parent, so the trie's shape depends only on its keys
+	 * (format.md). Lookups do not need it; ms_check names it (open does not refuse it). */
+	if (w->report && depth > 0 && n == 1 && !ent_is_node(nd->slot[0]) &&
+	    (rc = walk_fail(w, ent_off(ent), "index node below the root holds a single object (the trie is not canonical)")))
+		return rc;
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t e = nd->slot[i];
 		uint64_t p = prefix;
@@ -197,8 +202,9 @@ static int cmp_block(const void *a, const void *b)
 
 /* Verify the tree of one meta: every node and object, totals, overlaps, and that the blocks form a
  * heap the allocator accepts (used + free + slack == heap). */
-static void check_tree(struct checker *ck, const uint8_t *base, const struct disk_meta *m, ms_check_stats *cs)
+static int check_tree(struct checker *ck, const uint8_t *base, const struct disk_meta *m, ms_check_stats *cs)
 {
+	int nomem = 0; /* running out of memory is no problem of the file: the check answers MS_ENOMEM */
 	struct ictx c = { .base = (uint8_t *)base, .heap_end = m->heap_end };
 	struct rebuild rb;
 	memset(&rb, 0, sizeof rb);
@@ -207,7 +213,7 @@ static void check_tree(struct checker *ck, const uint8_t *base, const struct dis
 	w.max_visits = (m->heap_end - MS_HEAP_START) / MS_ALIGN + 1;
 	int rc = m->root ? walk_rec(&w, m->root, 0, 0) : 0;
 	if (rc == MS_ENOMEM)
-		problem(ck, 0, "out of memory while checking");
+		nomem = MS_ENOMEM;
 	cs->objects = rb.objects;
 	cs->live_bytes = rb.live_bytes;
 	cs->used_bytes = rb.obj_bytes + rb.node_bytes;
@@ -236,16 +242,40 @@ static void check_tree(struct checker *ck, const uint8_t *base, const struct dis
 	}
 	if (overlaps > 16)
 		problem(ck, 0, "%zu more overlapping blocks", overlaps - 16);
-	if (w.problems == 0 && overlaps == 0) {
+	if (w.problems == 0 && overlaps == 0 && !nomem) {
 		struct alloc *a = NULL;
 		int ar = alloc_rebuild(MS_HEAP_START, m->heap_end, rb.blocks, rb.n, &a);
-		if (ar) {
-			problem(ck, 0, "the index's blocks do not form a valid heap (allocator code %d)", ar);
+		if (ar == ALLOC_ENOMEM) {
+			nomem = MS_ENOMEM;
+		} else if (ar) {
+			/* Name the block: the rebuild takes blocks in file order, so the shortest prefix it
+			 * refuses ends at the first block that is not where the allocator would put it. */
+			size_t lo = 0, hi = rb.n; /* the first lo blocks rebuild; the first hi do not */
+			while (hi - lo > 1) {
+				size_t mid = lo + (hi - lo) / 2;
+				struct alloc *pa = NULL;
+				int pr = alloc_rebuild(MS_HEAP_START, m->heap_end, rb.blocks, mid, &pa);
+				if (pa)
+					alloc_destroy(pa);
+				if (pr == 0)
+					lo = mid;
+				else
+					hi = mid;
+			}
+			if (hi > 0 && hi <= rb.n)
+				problem(ck, rb.blocks[hi - 1].off,
+				        "block of %llu bytes lies where the allocator cannot have put it (off its size class's "
+				        "slots, or in another class's run)", (unsigned long long)rb.blocks[hi - 1].size);
+			else
+				problem(ck, 0, "the index's blocks do not form a valid heap (allocator code %d)", ar);
 		} else {
 			struct alloc_stats st;
 			alloc_stats(a, &st);
 			cs->free_bytes = st.free_bytes;
-			if (alloc_check(a) || st.used_bytes + st.free_bytes + st.run_slack != st.region_bytes)
+			int cr = alloc_check(a);
+			if (cr == ALLOC_ENOMEM)
+				nomem = MS_ENOMEM;
+			else if (cr || st.used_bytes + st.free_bytes + st.run_slack != st.region_bytes)
 				problem(ck, 0, "used (%llu) + free (%llu) + slack (%llu) bytes do not add up to the heap (%llu)",
 				        (unsigned long long)st.used_bytes, (unsigned long long)st.free_bytes,
 				        (unsigned long long)st.run_slack, (unsigned long long)st.region_bytes);
@@ -255,17 +285,34 @@ static void check_tree(struct checker *ck, const uint8_t *base, const struct dis
 				if (m->ckpt_len > 8)
 					memcpy(&blen, blob, 8);
 				struct alloc *ca = NULL;
+				int ir = 0;
 				if (m->ckpt_len <= 8 || blen > m->ckpt_len - 8 ||
 				    blob_hash(blob, m->ckpt_len) != m->ckpt_hash) {
 					problem(ck, m->ckpt_off, "allocator checkpoint fails its checksum");
-				} else if (alloc_import(blob + 8, (size_t)blen, &ca)) {
+				} else if ((ir = alloc_import(blob + 8, (size_t)blen, &ca)) == ALLOC_ENOMEM) {
+					nomem = MS_ENOMEM;
+				} else if (ir) {
 					problem(ck, m->ckpt_off, "allocator checkpoint cannot be loaded");
 				} else {
 					struct alloc_stats cst;
 					alloc_stats(ca, &cst);
 					if (cst.used_bytes != st.used_bytes + alloc_round(m->ckpt_len) ||
-					    cst.region_bytes != st.region_bytes)
+					    cst.region_bytes != st.region_bytes) {
 						problem(ck, m->ckpt_off, "allocator checkpoint disagrees with the index");
+					} else {
+						/* Same totals is not enough: open trusts the checkpoint, so it must book
+						 * exactly the index's blocks and itself, or writers would hand out
+						 * live space. Freeing each from it proves that. */
+						size_t k = 0;
+						while (k < rb.n && alloc_free(ca, rb.blocks[k].off, rb.blocks[k].size) == 0)
+							k++;
+						if (k < rb.n)
+							problem(ck, rb.blocks[k].off,
+							        "allocator checkpoint does not book this block as the index does");
+						else if (alloc_free(ca, m->ckpt_off, m->ckpt_len) ||
+						         (alloc_stats(ca, &cst), cst.used_bytes != 0))
+							problem(ck, m->ckpt_off, "allocator checkpoint books space the index does not use");
+					}
 					alloc_destroy(ca);
 				}
 			}
@@ -273,6 +320,7 @@ static void check_tree(struct checker *ck, const uint8_t *base, const struct dis
 		}
 	}
 	free(rb.blocks);
+	return nomem;
 }
 
 int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
@@ -290,6 +338,8 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 	struct stat sb;
 	ms_store *pin = NULL;
 	ms_txn *pin_txn = NULL;
+	_Atomic int faulted = 0;
+	bool guarded = false;
 	if (fstat(fd, &sb)) {
 		rc = err_errno(MS_EIO, errno, "stat %s", path);
 		goto out;
@@ -331,32 +381,41 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 		goto done;
 	}
 	int newest = mrc[0] ? 1 : mrc[1] ? 0 : (m[0].txnid > m[1].txnid ? 0 : 1);
-	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	map = ms_sys.mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED) {
 		rc = err_errno(MS_ENOMEM, errno, "mmap %s", path);
 		goto out;
 	}
+	if ((rc = map_guard_add(map, size, &faulted))) /* a truncation while checking is no SIGBUS */
+		goto out;
+	guarded = true;
 	cs.txn_id = m[newest].commit_id;
-	check_tree(&ck, map, &m[newest], &cs);
+	if ((rc = check_tree(&ck, map, &m[newest], &cs))) {
+		rc = err_set(rc, "check %s: out of memory", path);
+		goto out;
+	}
 	if (ck.problems && mrc[1 - newest] == 0) {
 		/* Say whether the store still opens, at the commit before. */
 		struct checker quiet = { NULL, NULL, 0 };
 		ms_check_stats older;
 		memset(&older, 0, sizeof older);
-		check_tree(&quiet, map, &m[1 - newest], &older);
-		if (quiet.problems == 0)
+		if (check_tree(&quiet, map, &m[1 - newest], &older) == 0 && quiet.problems == 0)
 			problem(&ck, (uint64_t)(1 - newest) * MS_PAGE,
 			        "commit %llu is damaged; the previous commit %llu is intact and is what opens",
 			        (unsigned long long)m[newest].commit_id, (unsigned long long)m[1 - newest].commit_id);
 	}
 done:
 	cs.problems = ck.problems;
-	if (ck.problems)
+	if (atomic_load(&faulted))
+		rc = err_set(MS_EIO, "check %s: the file was truncated (or could not be read) while it was checked", path);
+	else if (ck.problems)
 		rc = err_set(MS_ECORRUPT, "check %s: %llu problem%s found", path, (unsigned long long)ck.problems,
 		             ck.problems == 1 ? "" : "s");
 out:
+	if (guarded)
+		map_guard_del(map);
 	if (map != MAP_FAILED)
-		munmap(map, (size_t)sb.st_size);
+		ms_sys.munmap(map, (size_t)sb.st_size);
 	ms_sys.close(fd);
 	if (pin_txn)
 		ms_txn_abort(pin_txn);

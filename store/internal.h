@@ -196,7 +196,12 @@ struct ms_store {
 	_Atomic uintptr_t wtxn_owner; /* txn_self() of the thread holding the write transaction, or 0 */
 	struct alloc_stats astats;    /* the allocator's figures when the last writer ended (under lock) */
 	int failed;                /* sticky MS_EIO after a failed sync */
+	_Atomic int truncated;     /* a page of the mapping faulted (the file was truncated under the
+	                              store, or a page could not be read): set by map.c's SIGBUS handler
+	                              or an fstat check; sticky until close */
 	bool ckpt_on_disk;         /* the file's checkpoint still describes cur (nothing committed since) */
+	bool alloc_distrust;       /* the allocator refused to free a committed block: rebuild it from the
+	                              index before the next write, and checkpoint nothing until then */
 
 	_Atomic uint64_t hits, misses;
 	_Atomic uint64_t memo[1u << MEMO_BITS];
@@ -225,6 +230,17 @@ int map_open(ms_store *s);
 void map_close(ms_store *s);
 int map_grow(ms_store *s, uint64_t need_end); /* grow file and heap to at least need_end */
 int map_extend(ms_store *s, uint64_t need);   /* map at least need bytes (the file already is) */
+/* SIGBUS protection: a fault in a registered range maps a zero page there and raises *flag. */
+int map_guard_add(void *base, uint64_t len, _Atomic int *flag); /* 0 or MS_ENOMEM */
+void map_guard_del(void *base);
+/* After a fault: MS_EIO naming the file and what happened. */
+int map_fault_error(ms_store *s);
+/* The file is still as long as the store knows it (fstat): 0, or MS_EIO and the store marked. */
+int map_check_size(ms_store *s);
+static inline bool map_faulted(ms_store *s)
+{
+	return MS_UNLIKELY(atomic_load_explicit(&s->truncated, memory_order_relaxed) != 0);
+}
 static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 /* ---- index.c ---- */

@@ -23,6 +23,13 @@
  * - A long-lived read transaction pins the space of everything it can see: deleted and overwritten
  *   objects are not reused until it ends, and the file grows instead.
  * - Iteration order is unspecified (it follows the index, not the keys' order).
+ * - The first ms_open installs a process-wide SIGBUS handler (kept until exit). It handles faults in
+ *   the store's own mappings only and passes every other SIGBUS to the handler installed before it
+ *   (install yours before the first ms_open, or chain to the one you replace). With it, a store file
+ *   truncated by another process, or a mapped page that cannot be read, is no SIGBUS: the read that
+ *   meets it fails (MS_EIO, or MS_ECORRUPT from a checksum), and from then on every call on that
+ *   store answers MS_EIO, ms_last_error() naming the file and saying it was truncated under the
+ *   store; nothing more is committed to it. Zero-copy values in lost pages read as zeros.
  */
 #ifndef MSTORE_H
 #define MSTORE_H
@@ -185,7 +192,8 @@ MS_API const char *ms_strerror(int err);
 MS_API const char *ms_last_error(void);
 
 /* Verify a store file without opening it for use: meta pages, every index node, every object's
- * checksum and bounds, that no two blocks overlap, and that used + free space add up to the heap.
+ * checksum and bounds, that no two blocks overlap, that used + free space add up to the heap, and
+ * that an allocator checkpoint books exactly the index's blocks (docs/cli.md lists each problem).
  * Each problem is reported through fn (may be NULL) with its file offset. Returns 0 when the store is
  * sound, MS_ECORRUPT when a problem was found, MS_EIO/MS_EINVAL when the file cannot be read.
  * `stats` (may be NULL) receives what was counted. Safe on any input; never modifies the file.

@@ -50,14 +50,18 @@ static int write_new_meta(int fd, uint64_t txnid, uint64_t seed, uint64_t create
 static int create_file(const char *path, unsigned mode)
 {
 	size_t n = strlen(path);
-	char *tmp = malloc(n + 32);
-	if (!tmp)
-		return MS_ENOMEM;
+	char *tmp = malloc(n + 32), *dir = strdup(path);
+	if (!tmp || !dir) {
+		free(tmp);
+		free(dir);
+		return err_set(MS_ENOMEM, "create %s: out of memory", path);
+	}
 	snprintf(tmp, n + 32, "%s.new.%ld", path, (long)getpid());
 	int fd = ms_sys.open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode ? (mode_t)mode : 0600);
 	if (fd < 0) {
 		int e = errno;
 		free(tmp);
+		free(dir);
 		return err_errno(err_from_errno(e), e, "create %s", path);
 	}
 	int rc = 0, e;
@@ -87,24 +91,26 @@ static int create_file(const char *path, unsigned mode)
 		}
 	}
 	ms_sys.close(fd);
-	/* Make the new name durable: fsync the folder. */
-	char *dir = strdup(path);
-	if (dir) {
-		char *slash = strrchr(dir, '/');
-		const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
-		int dfd = ms_sys.open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-		if (dfd >= 0) {
-			ms_sys.fsync(dfd);
-			ms_sys.close(dfd);
+	/* Make the new name durable: fsync the folder. If that fails the store exists and is valid, but
+	 * its name may not survive a power loss, and with it every commit: say so. */
+	char *slash = strrchr(dir, '/');
+	const char *d = slash ? (slash == dir ? "/" : (*slash = 0, dir)) : ".";
+	int dfd = ms_sys.open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (dfd >= 0) {
+		if (ms_sys.fsync(dfd)) {
+			e = errno;
+			rc = err_errno(MS_EIO, e, "fsync the folder of the new store %s", path);
 		}
-		free(dir);
+		ms_sys.close(dfd);
 	}
+	free(dir);
 	free(tmp);
-	return 0;
+	return rc;
 fail:
 	ms_sys.close(fd);
 	unlink(tmp);
 	free(tmp);
+	free(dir);
 	return rc;
 }
 
@@ -363,7 +369,7 @@ int store_writer_sync(ms_store *s)
 		rc = store_snap(s, 0, &cur); /* under the writer lock nobody rewrites a meta page */
 	if (rc)
 		return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no valid meta page", s->path) : rc;
-	if (s->alloc && cur.txnid == s->alloc_txnid)
+	if (s->alloc && cur.txnid == s->alloc_txnid && !s->alloc_distrust)
 		return 0;
 	struct stat sb;
 	if (fstat(s->fd, &sb))
@@ -382,6 +388,7 @@ int store_writer_sync(ms_store *s)
 		return rc;
 	s->file_size = fsize;
 	s->alloc_txnid = cur.txnid;
+	s->alloc_distrust = false;
 	s->ckpt_on_disk = false;
 	return 0;
 }
@@ -563,6 +570,8 @@ fail:
 static int write_checkpoint(ms_store *s)
 {
 	readers_release_pending(s);
+	if (s->alloc_distrust)
+		return 0; /* never publish an allocator that disagrees with the index */
 	/* The block: the blob's length (8 bytes), the blob, zero padding. It is booked in the blob itself
 	 * as allocated with `cap` bytes; the loader frees it after loading (I6). */
 	size_t cap = 8 + alloc_export_size(s->alloc) + 1024;
@@ -618,8 +627,10 @@ int ms_close(ms_store *s)
 	int rc = 0;
 	/* The last process out leaves a checkpoint, so the next open scans nothing. */
 	bool died;
-	if (!(s->flags & MS_READONLY) && !s->failed && s->lf && lock_alone(s) && lock_writer(s, &died) == 0) {
-		if (store_writer_sync(s) == 0 && !s->ckpt_on_disk) {
+	if (map_faulted(s))
+		rc = map_fault_error(s); /* nothing more is written into a file truncated under the store */
+	else if (!(s->flags & MS_READONLY) && !s->failed && s->lf && lock_alone(s) && lock_writer(s, &died) == 0) {
+		if ((rc = map_check_size(s)) == 0 && store_writer_sync(s) == 0 && !s->ckpt_on_disk) {
 			rc = write_checkpoint(s);
 			if (rc != MS_EIO)
 				rc = 0; /* no room or memory for a checkpoint: the next open rebuilds instead */
@@ -649,6 +660,8 @@ int ms_sync(ms_store *s)
 		return 0;
 	if (s->failed)
 		return err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
+	if (map_faulted(s))
+		return map_fault_error(s);
 	if (ms_sys.fdatasync(s->fd)) {
 		int e = errno;
 		s->failed = MS_EIO;

@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "format.h"
+#include "hash.h"
 #include "mstore.h"
 
 #ifndef MSTORE_BIN
@@ -1016,6 +1018,356 @@ Test(cli, check_finds_a_flipped_byte_in_an_object_and_get_refuses_it)
 	expect_one_error_line(&r, 1);
 	cr_assert_eq(r.out_len, 0, "a damaged value must not be printed");
 	run_free(&r);
+}
+
+/* check: damage made by hand, one kind at a time, each named in --json and in the text */
+
+/* A store file in memory, to damage and write back. */
+struct img {
+	const char *path;
+	unsigned char *b;
+	size_t len;
+};
+
+static struct img img_load(const char *p)
+{
+	struct img im = {.path = p};
+	struct stat sb;
+	FILE *f = fopen(p, "rb");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fstat(fileno(f), &sb), 0);
+	im.len = (size_t)sb.st_size;
+	im.b = malloc(im.len);
+	cr_assert_eq(fread(im.b, 1, im.len, f), im.len);
+	fclose(f);
+	return im;
+}
+
+static void img_save(struct img *im)
+{
+	write_file(im->path, im->b, im->len);
+	free(im->b);
+	im->b = NULL;
+}
+
+static struct disk_meta *img_meta(struct img *im, unsigned page)
+{
+	return (struct disk_meta *)(im->b + (size_t)page * MS_PAGE);
+}
+
+/* The newest meta page (both are valid in the stores these tests make). */
+static struct disk_meta *img_newest(struct img *im)
+{
+	return img_meta(im, img_meta(im, 0)->txnid > img_meta(im, 1)->txnid ? 0 : 1);
+}
+
+static void meta_rehash(struct disk_meta *m)
+{
+	m->hash = meta_hash(m);
+}
+
+/* What a kill -9 leaves: no allocator checkpoint. */
+static void img_drop_checkpoints(struct img *im)
+{
+	for (unsigned i = 0; i < 2; i++) {
+		struct disk_meta *m = img_meta(im, i);
+		m->ckpt_off = m->ckpt_len = m->ckpt_txnid = m->ckpt_hash = 0;
+		meta_rehash(m);
+	}
+}
+
+static struct disk_meta *img_newest(struct img *im);
+static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj,
+                              struct disk_node **node, unsigned *at);
+
+/* The offset of the object the newest commit holds for key (found by its bytes and header; a copy
+ * inside another value is no object). */
+static uint64_t img_obj(struct img *im, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (uint64_t off = MS_HEAP_START; off + sizeof(struct disk_obj) + klen <= im->len; off += MS_ALIGN) {
+		const struct disk_obj *o = (const struct disk_obj *)(im->b + off);
+		struct disk_node *nd = NULL;
+		unsigned depth;
+		if (o->klen == klen && memcmp(o + 1, key, klen) == 0 &&
+		    off + obj_size(o->klen, obj_vlen(o)) <= im->len && obj_hash(o) == o->hash &&
+		    img_slot_rec(im, img_newest(im)->root, 0, off, &nd, &depth))
+			return off;
+	}
+	cr_assert_fail("no object for key %s", key);
+	return 0;
+}
+
+/* The slot that points at the object at obj (below the node entry ent at depth), its node and depth. */
+static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj,
+                              struct disk_node **node, unsigned *at)
+{
+	struct disk_node *nd = (struct disk_node *)(im->b + ent_off(ent));
+	unsigned n = depth < MS_MAX_DEPTH ? (unsigned)__builtin_popcount(nd->bitmap) : nd->bitmap;
+
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t *found = NULL;
+		if (!ent_is_node(nd->slot[i]) && ent_off(nd->slot[i]) == obj)
+			found = &nd->slot[i];
+		else if (ent_is_node(nd->slot[i]))
+			found = img_slot_rec(im, nd->slot[i], depth + 1, obj, node, at);
+		if (found) {
+			if (!*node) {
+				*node = nd;
+				*at = depth;
+			}
+			return found;
+		}
+	}
+	return NULL;
+}
+
+static uint64_t *img_slot(struct img *im, uint64_t obj, struct disk_node **node, unsigned *depth)
+{
+	*node = NULL;
+	uint64_t *slot = img_slot_rec(im, img_newest(im)->root, 0, obj, node, depth);
+	cr_assert_not_null(slot, "no slot points at %llu", (unsigned long long)obj);
+	return slot;
+}
+
+static void node_rehash(struct disk_node *nd, unsigned depth)
+{
+	nd->hash = node_hash(nd, depth < MS_MAX_DEPTH ? (unsigned)__builtin_popcount(nd->bitmap) : nd->bitmap);
+}
+
+/* A free spot for size bytes after the object at off, in the same 4 KiB of its size-class run:
+ * the next slot of its class (alloc_round(size) bytes) that is zero for two slots. */
+static uint64_t img_free_slot(struct img *im, uint64_t off, uint64_t size)
+{
+	uint64_t cls = (size + 15) / 16 * 16;
+
+	for (uint64_t at = off + cls; (at + 2 * cls - MS_HEAP_START) / 4096 == (off - MS_HEAP_START) / 4096; at += cls) {
+		bool zero = true;
+		for (uint64_t i = 0; i < 2 * cls && zero; i++)
+			zero = im->b[at + i] == 0;
+		if (zero)
+			return at;
+	}
+	cr_assert_fail("no free slot near %llu", (unsigned long long)off);
+	return 0;
+}
+
+/* Move the object for key to `to`, leaving zeros where it was, and point its slot there. */
+static void img_move(struct img *im, const char *key, uint64_t to)
+{
+	uint64_t from = img_obj(im, key);
+	const struct disk_obj *o = (const struct disk_obj *)(im->b + from);
+	size_t size = (size_t)obj_size(o->klen, obj_vlen(o));
+	struct disk_node *nd;
+	unsigned depth;
+	uint64_t *slot = img_slot(im, from, &nd, &depth);
+
+	memmove(im->b + to, im->b + from, size);
+	if (to >= from + size || to + size <= from)
+		memset(im->b + from, 0, size);
+	*slot = (*slot & ~ENT_OFF_MASK) | to;
+	node_rehash(nd, depth);
+}
+
+#define DAMAGE_VLEN 40
+#define DAMAGE_EMBED 9 /* where in the value of "charlie" a copy of the "bravo" object starts, 16-aligned */
+
+/* The object "bravo" would be, byte for byte (its checksum depends on nothing but its bytes). */
+static size_t bravo_object(unsigned char *out)
+{
+	struct disk_obj o = {.klen = 5, .vlen_flags = DAMAGE_VLEN};
+
+	memcpy(out + sizeof o, "bravo", 5);
+	memset(out + sizeof o + 5, 'b', DAMAGE_VLEN);
+	memcpy(out, &o, sizeof o);
+	((struct disk_obj *)out)->hash = obj_hash((const struct disk_obj *)out);
+	return sizeof o + 5 + DAMAGE_VLEN;
+}
+
+/* Three objects in three commits: "charlie"'s value holds a copy of "bravo". Closed cleanly, or
+ * (crash) the file as it was before the close: the two meta pages then hold different trees. */
+static const char *damage_store(bool crash)
+{
+	const char *p = tmp_path("damaged.ms");
+	ms_options o = {.flags = MS_CREATE};
+	unsigned char val[DAMAGE_VLEN], big[200], obj[128];
+	ms_store *s;
+
+	memset(val, 'a', sizeof val);
+	memset(big, 'c', sizeof big);
+	memcpy(big + DAMAGE_EMBED, obj, bravo_object(obj));
+	cr_assert_eq(ms_open(p, &o, &s), 0, "%s", ms_last_error());
+	cr_assert_eq(ms_put(s, "alpha", 5, val, sizeof val), 0);
+	memset(val, 'b', sizeof val);
+	cr_assert_eq(ms_put(s, "bravo", 5, val, sizeof val), 0);
+	cr_assert_eq(ms_put(s, "charlie", 7, big, sizeof big), 0);
+	struct img before = img_load(p);
+	cr_assert_eq(ms_close(s), 0);
+	if (crash)
+		img_save(&before);
+	free(before.b);
+	return p;
+}
+
+static void dmg_node_checksum(struct img *im)
+{
+	im->b[ent_off(img_newest(im)->root)] ^= 1;
+}
+
+static void dmg_object_checksum(struct img *im)
+{
+	im->b[img_obj(im, "bravo") + 30] ^= 1;
+}
+
+static void dmg_newest_object(struct img *im)
+{
+	im->b[img_obj(im, "charlie") + 100] ^= 1;
+}
+
+static void dmg_wrong_hash(struct img *im)
+{
+	struct disk_node *nd;
+	unsigned depth;
+
+	*img_slot(im, img_obj(im, "bravo"), &nd, &depth) ^= 1ull << 48;
+	node_rehash(nd, depth);
+}
+
+/* "bravo"'s slot points at the copy inside "charlie"'s value: two objects that overlap. */
+static void dmg_overlap(struct img *im)
+{
+	uint64_t from = img_obj(im, "bravo"), copy = img_obj(im, "charlie") + 16 + 7 + DAMAGE_EMBED;
+	struct disk_node *nd;
+	unsigned depth;
+	uint64_t *slot = img_slot(im, from, &nd, &depth);
+
+	cr_assert_eq(copy % MS_ALIGN, 0);
+	*slot = (*slot & ~ENT_OFF_MASK) | copy;
+	node_rehash(nd, depth);
+}
+
+static void dmg_counts(struct img *im)
+{
+	struct disk_meta *m = img_newest(im);
+
+	m->objects++;
+	m->live_bytes++;
+	m->obj_bytes += 16;
+	meta_rehash(m);
+}
+
+static void dmg_checkpoint_checksum(struct img *im)
+{
+	struct disk_meta *m = img_newest(im);
+
+	cr_assert(m->ckpt_off && m->ckpt_txnid == m->txnid, "a clean close leaves a checkpoint");
+	im->b[m->ckpt_off + 12] ^= 1;
+}
+
+/* "bravo" moves to a free slot of its run: sound for the index, not what the checkpoint books. */
+static void dmg_checkpoint_stale(struct img *im)
+{
+	uint64_t from = img_obj(im, "bravo");
+
+	img_move(im, "bravo", img_free_slot(im, from, obj_size(5, DAMAGE_VLEN)));
+}
+
+/* After a crash (no checkpoint), "bravo" moves off its size class's slots. */
+static void dmg_misplaced(struct img *im)
+{
+	uint64_t from = img_obj(im, "bravo");
+
+	img_drop_checkpoints(im);
+	img_move(im, "bravo", img_free_slot(im, from, obj_size(5, DAMAGE_VLEN)) + 16);
+}
+
+/* A node below the root that holds "alpha" alone: a trie no sequence of deletes leaves. */
+static void dmg_not_canonical(struct img *im)
+{
+	struct disk_meta *m = img_newest(im);
+	uint64_t alpha = img_obj(im, "alpha"), h = key_hash(m->hash_seed, "alpha", 5);
+	struct disk_node *parent;
+	unsigned depth;
+	uint64_t *slot = img_slot(im, alpha, &parent, &depth);
+	uint64_t at = img_free_slot(im, alpha, obj_size(5, DAMAGE_VLEN));
+	struct disk_node *nd = (struct disk_node *)(im->b + at);
+
+	img_drop_checkpoints(im);
+	nd->bitmap = 1u << ((h >> ((depth + 1) * MS_FANOUT_BITS)) & (MS_FANOUT - 1));
+	nd->slot[0] = *slot;
+	node_rehash(nd, depth + 1);
+	*slot = ent_node(at);
+	node_rehash(parent, depth);
+}
+
+static void dmg_no_meta(struct img *im)
+{
+	img_meta(im, 0)->magic = 0;
+	img_meta(im, 1)->magic = 0;
+}
+
+Test(cli, check_names_each_kind_of_damage_in_text_and_json)
+{
+	static const struct {
+		const char *what;
+		void (*damage)(struct img *);
+		const char *problem[3]; /* each must be in a "problem" of the JSON */
+		bool crash;             /* damage the file as a kill -9 before the close leaves it */
+	} cases[] = {
+		{"a node's checksum", dmg_node_checksum, {"index node fails its checksum or bounds check"}},
+		{"an object's checksum", dmg_object_checksum, {"object fails its checksum or bounds check"}},
+		{"the newest commit only", dmg_newest_object,
+		 {"object fails its checksum or bounds check", "commit 3 is damaged; the previous commit 2 is intact"},
+		 true},
+		{"an entry's hash bits", dmg_wrong_hash, {"object is filed under the wrong hash"}},
+		{"two objects overlapping", dmg_overlap, {"block overlaps the block at"}},
+		{"meta totals", dmg_counts,
+		 {"meta counts 4 objects, the index holds 3", "live bytes, the index holds",
+		  "space totals"}},
+		{"the checkpoint's checksum", dmg_checkpoint_checksum, {"allocator checkpoint fails its checksum"}},
+		{"a checkpoint that misses a block", dmg_checkpoint_stale,
+		 {"allocator checkpoint does not book this block as the index does"}},
+		{"a block off its size class's slots", dmg_misplaced, {"lies where the allocator cannot have put it"}},
+		{"a trie that is not canonical", dmg_not_canonical, {"the trie is not canonical"}},
+		{"both meta pages", dmg_no_meta, {"meta page 0: bad magic", "meta page 1: bad magic"}},
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *p = damage_store(cases[i].crash);
+		struct img im;
+		struct run r;
+
+		r = run("check", p, "--json");
+		expect_ok(&r);
+		run_free(&r);
+		im = img_load(p);
+		cases[i].damage(&im);
+		img_save(&im);
+
+		r = run("check", p, "--json");
+		cr_assert_eq(r.signal, 0, "%s: killed by signal %d", cases[i].what, r.signal);
+		cr_assert_eq(r.code, 3, "%s: exit %d; %s%s", cases[i].what, r.code, r.out, r.err);
+		expect_json_object(r.out);
+		cr_assert(starts_with(r.out, "{\"ok\":false,\"problems\":[{\"offset\":"), "%s: %s", cases[i].what, r.out);
+		cr_assert_geq(json_u64(r.out, "problem_count"), 1);
+		for (int k = 0; k < 3 && cases[i].problem[k]; k++)
+			cr_assert_not_null(strstr(r.out, cases[i].problem[k]), "%s: no problem naming '%s' in %s",
+			                   cases[i].what, cases[i].problem[k], r.out);
+		run_free(&r);
+
+		r = run("check", p);
+		cr_assert_eq(r.code, 3, "%s: exit %d; %s%s", cases[i].what, r.code, r.out, r.err);
+		cr_assert(starts_with(r.out, "problem at offset "), "%s: %s", cases[i].what, r.out);
+		for (int k = 0; k < 3 && cases[i].problem[k]; k++)
+			cr_assert_not_null(strstr(r.out, cases[i].problem[k]), "%s: no '%s' in %s", cases[i].what,
+			                   cases[i].problem[k], r.out);
+		cr_assert_not_null(strstr(r.out, "DAMAGED"), "%s", r.out);
+		run_free(&r);
+		cr_assert_eq(unlink(p), 0);
+		unlink(tmp_path("damaged.ms-lock"));
+	}
 }
 
 /* Files that are not stores */
