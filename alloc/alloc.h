@@ -97,4 +97,9 @@ int alloc_check(const struct alloc *a);
 /* Visit free extents outside runs in address order (for heap maps); stop when fn returns non-zero. */
 int alloc_foreach_free(const struct alloc *a, int (*fn)(void *ctx, uint64_t off, uint64_t len), void *ctx);
 
+/* Visit every range the allocator may hand out, free run slots included (each as its own range of the
+ * slot size); the ranges do not overlap and their lengths sum to free_bytes. Stop when fn returns
+ * non-zero and return that value. */
+int alloc_free_each(const struct alloc *a, int (*fn)(void *ctx, uint64_t off, uint64_t len), void *ctx);
+
 #endif

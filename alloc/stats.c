@@ -117,6 +117,26 @@ int alloc_foreach_free(const struct alloc *a, int (*fn)(void *ctx, uint64_t off,
 	return visit_free(a->root[ALX_BY_ADDR], fn, ctx);
 }
 
+/* Free ranges in no particular order: the free extents, then each run's free slots one by one (a
+ * caller that scrubs free space must reach slots too, which alloc_foreach_free does not report). */
+int alloc_free_each(const struct alloc *a, int (*fn)(void *ctx, uint64_t off, uint64_t len), void *ctx)
+{
+	if (!a || !fn)
+		return ALLOC_EINVAL;
+	int rc = visit_free(a->root[ALX_BY_ADDR], fn, ctx);
+	for (uint64_t i = 0; rc == 0 && i < a->tab_cap; i++) {
+		const struct alx_slot *s = &a->tab[i];
+		if (!s->key || (s->key & ALX_TAG_MASK) != ALX_TAG_RUN)
+			continue;
+		const struct run *r = (const struct run *)(uintptr_t)s->val;
+		const struct alx_class *cl = &alx_classes[r->cls];
+		for (unsigned k = 0; rc == 0 && k < cl->nslots; k++)
+			if (r->freebits[k >> 6] >> (k & 63) & 1)
+				rc = fn(ctx, r->start + (uint64_t)k * cl->size, cl->size);
+	}
+	return rc;
+}
+
 /* ---- alloc_check ---- */
 
 static bool ext_less(int t, const struct ext *x, const struct ext *y)

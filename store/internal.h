@@ -58,6 +58,8 @@ struct ms_sys {
 	void *(*mmap)(void *addr, size_t len, int prot, int flags, int fd, off_t off);
 	int (*munmap)(void *addr, size_t len);
 	int (*msync)(void *addr, size_t len, int flags);
+	int (*zero_range)(int fd, off_t off, off_t len); /* make [off, off+len) read as zeros, keeping the
+	                                                    size and the space booked; 0, or -1 with errno */
 };
 extern struct ms_sys ms_sys;          /* the table in force; tests may replace entries */
 extern const struct ms_sys ms_sys_default;
@@ -114,6 +116,12 @@ struct pending {
 	uint64_t txnid;
 	uint64_t bytes;
 	struct blocks blocks;
+};
+
+/* MS_NOSYNC quarantine: blocks that became free, not yet handed to the allocator (txn.c). */
+struct quar {
+	struct quar_ent { uint64_t off, size, gen; } *v;
+	size_t head, len, cap; /* a queue: v[head..len) */
 };
 
 /* ---- readers.c: the lock file ---- */
@@ -202,6 +210,19 @@ struct ms_store {
 	bool ckpt_on_disk;         /* the file's checkpoint still describes cur (nothing committed since) */
 	bool alloc_distrust;       /* the allocator refused to free a committed block: rebuild it from the
 	                              index before the next write, and checkpoint nothing until then */
+
+	/* MS_NOSYNC durability (txn.c). synced_txnid is the newest meta known durable: its page is not
+	 * written again before the next sync, and its tree stays intact on disk until then, because a
+	 * block freed since waits in quarantine: first in q_held (it may still be in the synced tree),
+	 * then, once a sync started after it was held has completed, its first 8 bytes are zeroed and it
+	 * waits in q_zeroed, and once a sync started after the zeroing has completed it goes to the
+	 * allocator. A sync started while the store's sync_gen was g covers what was queued with gen < g
+	 * + 1; synced_gen is the gen of the last completed sync. */
+	pthread_mutex_t synclock;  /* a sync and a NOSYNC commit's meta write never overlap */
+	uint64_t synced_txnid;     /* under lock */
+	uint64_t sync_gen, synced_gen; /* under lock */
+	struct quar q_held, q_zeroed; /* writer state */
+	uint64_t quar_bytes;       /* rounded bytes in both queues (writer state) */
 
 	_Atomic uint64_t hits, misses;
 	_Atomic uint64_t memo[1u << MEMO_BITS];
@@ -294,6 +315,19 @@ void txn_end_all(ms_store *s);
  * process wrote it; MS_NOTFOUND when that meta page was overwritten meanwhile. */
 int store_snap(ms_store *s, uint64_t t, struct snap *out);
 int store_writer_sync(ms_store *s); /* under the writer lock: bring cur and the allocator up to date */
+/* MS_NOSYNC (txn.c): a block that became free goes to quarantine (fresh: never committed, so it is
+ * invalidated at once); quar_drop forgets both queues (the allocator is being replaced). */
+void quar_add(ms_store *s, uint64_t off, uint64_t size, bool fresh);
+void quar_drop(ms_store *s);
+/* Hand the whole quarantine to the allocator: two syncs (writer context, synclock not held). */
+int quar_flush(ms_store *s, const char *what);
+/* An fdatasync that is a durable point in MS_NOSYNC mode: cur's meta (written before) is durable after
+ * it, and quarantined blocks move on at the writer's next readers_release_pending. Caller holds
+ * synclock, so no meta page is being written meanwhile. */
+int store_nosync_point(ms_store *s, const char *what);
+/* store.c: zero all free space (the allocator was rebuilt and may hold stale valid-looking blocks),
+ * then make it durable and the current meta the synced one. Writer context, MS_NOSYNC only. */
+int store_scrub(ms_store *s);
 
 /* ---- check.c ---- */
 struct rebuild {

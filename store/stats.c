@@ -21,6 +21,9 @@ int ms_stat(ms_store *s, ms_stats *st)
 			if ((have_alloc = s->alloc != NULL)) {
 				readers_release_pending(s); /* what no snapshot sees any more is free */
 				alloc_stats(s->alloc, &as);
+				/* MS_NOSYNC quarantine: free, handed out after a sync (txn.c) */
+				as.used_bytes -= s->quar_bytes;
+				as.free_bytes += s->quar_bytes;
 			}
 			if (!own)
 				pthread_mutex_unlock(&s->wlock);

@@ -361,6 +361,37 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 	return 0;
 }
 
+/* ---- MS_NOSYNC: scrubbing free space ---- */
+
+static int scrub_range(void *ctx, uint64_t off, uint64_t len)
+{
+	ms_store *s = ctx;
+	uint64_t lo = round_up(off, MS_PAGE), hi = (off + len) / MS_PAGE * MS_PAGE;
+	if (hi > lo && ms_sys.zero_range(s->fd, (off_t)lo, (off_t)(hi - lo)) == 0) {
+		memset(s->base + off, 0, lo - off);
+		memset(s->base + hi, 0, off + len - hi);
+	} else {
+		memset(s->base + off, 0, len); /* no such call here: write the zeros */
+	}
+	return 0;
+}
+
+/* A rebuilt allocator's free space may hold blocks that were never invalidated, some with valid
+ * checksums: a commit that reused such an offset and whose data did not reach the disk would show
+ * them. So make the current meta durable first (nothing of its tree is touched below), then zero
+ * every free range, run slots included, and make that durable too. */
+int store_scrub(ms_store *s)
+{
+	pthread_mutex_lock(&s->synclock);
+	int rc = store_nosync_point(s, "before scrubbing free space");
+	if (rc == 0) {
+		alloc_free_each(s->alloc, scrub_range, s);
+		rc = store_nosync_point(s, "scrubbed free space");
+	}
+	pthread_mutex_unlock(&s->synclock);
+	return rc;
+}
+
 int store_writer_sync(ms_store *s)
 {
 	struct snap cur;
@@ -390,6 +421,10 @@ int store_writer_sync(ms_store *s)
 	s->alloc_txnid = cur.txnid;
 	s->alloc_distrust = false;
 	s->ckpt_on_disk = false;
+	if (s->flags & MS_NOSYNC) {
+		quar_drop(s); /* its blocks are free in the new allocator, or live */
+		return store_scrub(s);
+	}
 	return 0;
 }
 
@@ -461,6 +496,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->maplock, NULL);
+	pthread_mutex_init(&s->synclock, NULL);
 	s->lock_fd = -1;
 	int rc = open_fd(s, o);
 	if (rc)
@@ -513,7 +549,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	uint64_t region_end = s->file_size / MS_ALIGN * MS_ALIGN;
 	if (s->capacity && region_end > s->capacity)
 		region_end = m[order[0]].heap_end > s->capacity ? m[order[0]].heap_end : s->capacity / MS_ALIGN * MS_ALIGN;
-	const struct disk_meta *chosen = NULL;
+	const struct disk_meta *chosen = NULL, *damaged = NULL;
 	bool ckpt_used = false;
 	for (int k = 0; k < n_valid; k++) {
 		const struct disk_meta *mk = &m[order[k]];
@@ -531,9 +567,21 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		if (rc != MS_ECORRUPT)
 			goto fail;
 		/* The newest commit is damaged (a crash without syncs): fall back to the one before. */
+		if (mk->flags & MS_META_NOSYNC)
+			damaged = mk;
 	}
 	if (!chosen)
 		goto fail;
+	if (damaged) {
+		/* Nobody may adopt it later (a reader picks the newest valid meta page): erase it. Only a
+		 * meta written without syncs is erased; any other damage is left as it is. */
+		static const uint8_t zero_page[MS_PAGE];
+		if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, (damaged->txnid % 2) * MS_PAGE) ||
+		    ms_sys.fdatasync(s->fd)) {
+			rc = err_errno(MS_EIO, errno, "erase the damaged meta page of %s", path);
+			goto fail;
+		}
+	}
 	s->hash_seed = chosen->hash_seed;
 	s->created = chosen->created;
 	snap_from_meta(&s->cur, chosen);
@@ -541,10 +589,15 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		s->cur.ckpt_off = s->cur.ckpt_len = 0; /* not loaded: not booked, so nothing to release */
 	if (first)
 		atomic_store(&s->lf->txnid, chosen->txnid);
+	s->synced_txnid = chosen->txnid;
 	if (s->alloc) {
 		s->alloc_txnid = chosen->txnid;
 		s->ckpt_on_disk = ckpt_used;
 		s->file_size = region_end < chosen->heap_end ? chosen->heap_end : region_end;
+		/* Whoever wrote the file last may have left stale blocks in free space (an unclean end,
+		 * or a session in the default mode, which does not invalidate what it frees). */
+		if ((s->flags & MS_NOSYNC) && (rc = store_scrub(s)))
+			goto fail;
 	}
 	*out = s;
 	return 0;
@@ -558,6 +611,8 @@ fail:
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->maplock);
+	pthread_mutex_destroy(&s->synclock);
+	quar_drop(s);
 	free(s->path);
 	free(s);
 	return rc;
@@ -569,6 +624,12 @@ fail:
  * scans nothing. Failing here costs only that scan. */
 static int write_checkpoint(ms_store *s)
 {
+	if (s->flags & MS_NOSYNC) {
+		/* Empty the quarantine first, so the checkpoint describes all free space as free. */
+		int rc = quar_flush(s, "close");
+		if (rc)
+			return rc;
+	}
 	readers_release_pending(s);
 	if (s->alloc_distrust)
 		return 0; /* never publish an allocator that disagrees with the index */
@@ -647,6 +708,8 @@ int ms_close(ms_store *s)
 	pthread_mutex_destroy(&s->wlock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->maplock);
+	pthread_mutex_destroy(&s->synclock);
+	quar_drop(s);
 	free(s->path);
 	free(s);
 	return rc;
@@ -662,6 +725,15 @@ int ms_sync(ms_store *s)
 		return err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
 	if (map_faulted(s))
 		return map_fault_error(s);
+	if (s->flags & MS_NOSYNC) {
+		/* Under synclock no commit is writing its meta page: the sync knows which one it made
+		 * durable. The quarantine it covers is moved on by the writer (allocator calls stay in
+		 * the writer's context). */
+		pthread_mutex_lock(&s->synclock);
+		int rc = store_nosync_point(s, "ms_sync");
+		pthread_mutex_unlock(&s->synclock);
+		return rc;
+	}
 	if (ms_sys.fdatasync(s->fd)) {
 		int e = errno;
 		s->failed = MS_EIO;

@@ -1,6 +1,7 @@
 /* store/sys.c - the one seam for system calls on the store file. Every open, read, write, sync,
  * growth and mapping goes through ms_sys, so fault injection and the power-loss simulator hook in
  * by replacing entries of the table (SQLite's VFS syscall table does the same). */
+#define _GNU_SOURCE /* fallocate, FALLOC_FL_ZERO_RANGE */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -10,12 +11,27 @@
 
 static int sys_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 static int sys_fallocate(int fd, off_t off, off_t len) { return posix_fallocate(fd, off, len); }
+/* Zero a range without writing it: ZERO_RANGE where the file system has it, else a hole punched and
+ * booked again (a hole would let a later write through the mapping fail for want of space). */
+static int sys_zero_range(int fd, off_t off, off_t len)
+{
+	if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+		return 0;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len))
+		return -1;
+	int e = posix_fallocate(fd, off, len);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
 
 #define SYS_DEFAULTS                                                                                    \
 	{                                                                                               \
 		.open = sys_open, .close = close, .pread = pread, .pwrite = pwrite, .fdatasync = fdatasync, \
 		.fsync = fsync, .fallocate = sys_fallocate, .ftruncate = ftruncate, .mmap = mmap,           \
-		.munmap = munmap, .msync = msync,                                                           \
+		.munmap = munmap, .msync = msync, .zero_range = sys_zero_range,                            \
 	}
 const struct ms_sys ms_sys_default = SYS_DEFAULTS;
 struct ms_sys ms_sys = SYS_DEFAULTS;

@@ -20,10 +20,131 @@ uintptr_t txn_self(void) { return (uintptr_t)&txn_me; }
 
 /* ---- space ---- */
 
+/* ---- MS_NOSYNC quarantine (see struct ms_store) ----
+ *
+ * Without syncs the disk may hold any mix of the page versions written since the last sync. Two
+ * things keep every image at one whole commit: the synced meta's tree is never overwritten before the
+ * next sync (a freed block is reused only two syncs later), and a reused block's old content fails
+ * its check wherever the new content did not reach the disk (its first 8 bytes were zeroed, and that
+ * made durable, before reuse: a node then has bitmap 0, an object klen 0). */
+
+/* The quarantine may hold this much before a commit syncs by itself to get the space back. */
+static uint64_t quar_limit(const ms_store *s)
+{
+	uint64_t l = s->file_size / 8;
+	return l > (64ull << 20) ? l : 64ull << 20;
+}
+
+static int quar_push(struct quar *q, uint64_t off, uint64_t size, uint64_t gen)
+{
+	if (q->len == q->cap && q->head) {
+		memmove(q->v, q->v + q->head, (q->len - q->head) * sizeof *q->v);
+		q->len -= q->head;
+		q->head = 0;
+	}
+	if (q->len == q->cap) {
+		size_t ncap = q->cap ? q->cap * 2 : 256;
+		struct quar_ent *v = realloc(q->v, ncap * sizeof *v);
+		if (!v)
+			return MS_ENOMEM;
+		q->v = v;
+		q->cap = ncap;
+	}
+	q->v[q->len++] = (struct quar_ent){ off, size, gen };
+	return 0;
+}
+
+/* Under s->lock. A block that cannot be queued is leaked; the allocator is rebuilt before the next
+ * write (and rebuilt free space is scrubbed), so nothing is lost for good. */
+static void quar_hold_locked(ms_store *s, uint64_t off, uint64_t size)
+{
+	if (quar_push(&s->q_held, off, size, s->sync_gen))
+		s->alloc_distrust = true;
+	else
+		s->quar_bytes += alloc_round(size);
+}
+
+void quar_add(ms_store *s, uint64_t off, uint64_t size, bool fresh)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!fresh) {
+		quar_hold_locked(s, off, size);
+	} else {
+		/* Never committed: no snapshot and no meta can reach it, so it is invalidated at once;
+		 * the gen is read after the zeroing, so a sync that covers it covers the zeroing too. */
+		memset(s->base + off, 0, 8);
+		if (quar_push(&s->q_zeroed, off, size, s->sync_gen))
+			s->alloc_distrust = true;
+		else
+			s->quar_bytes += alloc_round(size);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+void quar_drop(ms_store *s)
+{
+	free(s->q_held.v);
+	free(s->q_zeroed.v);
+	memset(&s->q_held, 0, sizeof s->q_held);
+	memset(&s->q_zeroed, 0, sizeof s->q_zeroed);
+	s->quar_bytes = 0;
+}
+
+/* Writer context, under s->lock: move on what the last completed sync covers. Zeroed blocks go to the
+ * allocator; held ones are out of every tree a durable meta points at now, so they are zeroed and wait
+ * for one more sync. */
+static void quar_advance_locked(ms_store *s)
+{
+	uint64_t done = s->synced_gen;
+	struct quar *z = &s->q_zeroed, *h = &s->q_held;
+	while (z->head < z->len && z->v[z->head].gen < done) {
+		struct quar_ent *e = &z->v[z->head++];
+		s->quar_bytes -= alloc_round(e->size);
+		if (alloc_free(s->alloc, e->off, e->size))
+			s->alloc_distrust = true;
+	}
+	if (z->head == z->len)
+		z->head = z->len = 0;
+	while (h->head < h->len && h->v[h->head].gen < done) {
+		struct quar_ent *e = &h->v[h->head++];
+		memset(s->base + e->off, 0, 8);
+		/* gen: the sync after the one in progress, if any, is the one that covers the zeroing */
+		if (quar_push(z, e->off, e->size, s->sync_gen)) {
+			s->quar_bytes -= alloc_round(e->size);
+			s->alloc_distrust = true;
+		}
+	}
+	if (h->head == h->len)
+		h->head = h->len = 0;
+}
+
+int store_nosync_point(ms_store *s, const char *what)
+{
+	pthread_mutex_lock(&s->lock);
+	uint64_t gen = ++s->sync_gen, txnid = s->cur.txnid;
+	pthread_mutex_unlock(&s->lock);
+	if (ms_sys.fdatasync(s->fd)) {
+		int e = errno;
+		s->failed = MS_EIO;
+		return err_errno(MS_EIO, e, "fdatasync %s (%s); the store refuses commits until reopened", s->path,
+		                 what);
+	}
+	pthread_mutex_lock(&s->lock);
+	if (txnid > s->synced_txnid)
+		s->synced_txnid = txnid;
+	if (gen > s->synced_gen)
+		s->synced_gen = gen;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 void readers_release_pending(ms_store *s)
 {
 	uint64_t oldest = readers_oldest(s); /* every process's readers */
+	bool nosync = (s->flags & MS_NOSYNC) != 0;
 	pthread_mutex_lock(&s->lock);
+	if (nosync)
+		quar_advance_locked(s);
 	/* Blocks freed by commit N are visible to snapshots older than N only. */
 	while (s->pending && s->pending->txnid <= oldest) {
 		struct pending *p = s->pending;
@@ -31,6 +152,10 @@ void readers_release_pending(ms_store *s)
 		if (!s->pending)
 			s->pending_tail = NULL;
 		for (size_t i = 0; i < p->blocks.len; i++) {
+			if (nosync) {
+				quar_hold_locked(s, p->blocks.v[i].off, p->blocks.v[i].size);
+				continue;
+			}
 			/* A committed block the allocator does not hold: the file's index and the
 			 * allocator (from a checkpoint that lied) disagree. Bad data, not our logic:
 			 * the allocator is rebuilt from the index before the next write. */
@@ -42,6 +167,21 @@ void readers_release_pending(ms_store *s)
 		free(p);
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+int quar_flush(ms_store *s, const char *what)
+{
+	readers_release_pending(s);
+	pthread_mutex_lock(&s->synclock);
+	int rc = store_nosync_point(s, what);
+	if (rc == 0) {
+		readers_release_pending(s);
+		rc = store_nosync_point(s, what);
+	}
+	pthread_mutex_unlock(&s->synclock);
+	if (rc == 0)
+		readers_release_pending(s);
+	return rc;
 }
 
 int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off)
@@ -57,12 +197,21 @@ int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off)
 		int g = map_grow(s, s->file_size + alloc_round(size) + (128ull << 10));
 		if (g == MS_ENOSPC)
 			g = map_grow(s, s->file_size + alloc_round(size));
+		if (g == MS_ENOSPC && s->quar_bytes) {
+			/* Full: take the quarantine back (two syncs) rather than fail. */
+			if ((rc = quar_flush(s, "reclaim space")))
+				return rc;
+			if ((rc = alloc_alloc(s->alloc, size, off)) == 0)
+				goto got;
+			g = map_grow(s, s->file_size + alloc_round(size));
+		}
 		if (g)
 			return g;
 		t->base = s->base;
 		t->snap.heap_end = s->file_size;
 		rc = alloc_alloc(s->alloc, size, off);
 	}
+got:
 	if (rc == ALLOC_ENOSPC)
 		return err_set(MS_ENOSPC, "%s: no free block of %llu bytes", s->path, (unsigned long long)size);
 	if (rc)
@@ -77,6 +226,10 @@ int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off)
 void txn_release(struct ms_txn *t, uint64_t off, uint64_t size)
 {
 	if (table_del(&t->fresh, off)) {
+		if (t->s->flags & MS_NOSYNC) {
+			quar_add(t->s, off, size, true);
+			return;
+		}
 		int rc = alloc_free(t->s->alloc, off, size);
 		ms_assert(rc == 0);
 		(void)rc;
@@ -117,6 +270,14 @@ static int txn_room(struct ms_txn *t, uint64_t obj_bytes)
 	if (free_bytes >= need + DISK_RESERVE)
 		return 0;
 	int rc = map_grow(s, s->file_size + need + DISK_RESERVE - free_bytes);
+	if (rc == MS_ENOSPC && s->quar_bytes) {
+		if ((rc = quar_flush(s, "reclaim space")))
+			return rc;
+		free_bytes = alloc_free_bytes(s->alloc);
+		if (free_bytes >= need + DISK_RESERVE)
+			return 0;
+		rc = map_grow(s, s->file_size + need + DISK_RESERVE - free_bytes);
+	}
 	if (rc)
 		return rc;
 	t->base = s->base;
@@ -185,9 +346,23 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 		for (unsigned tries = 0;; tries++) {
 			uint64_t id = atomic_load(&s->lf->txnid);
 			rc = store_snap(s, id, &t->snap);
+			if (rc == MS_NOTFOUND) {
+				/* A MS_NOSYNC commit (of any process) may overwrite the newest meta's page
+				 * at once (the other page keeps the synced one): take the commit whose
+				 * meta is out but whose id is not published yet. Safe: a commit after it
+				 * publishes its id before it scans the readers, and the check below sees
+				 * that id; and such a commit cannot fail any more once its meta is out (no
+				 * sync follows). A durable commit's meta is never taken this way: its
+				 * sync may still fail and take it back. */
+				struct snap sn;
+				if (store_snap(s, 0, &sn) == 0 && sn.txnid > id && (sn.flags & MS_META_NOSYNC)) {
+					t->snap = sn;
+					rc = 0;
+				}
+			}
 			if (rc == 0) {
 				reader_publish(t->slot, &t->snap);
-				if (atomic_load(&s->lf->txnid) == id)
+				if (atomic_load(&s->lf->txnid) <= t->snap.txnid) /* == id unless taken above */
 					break;
 				atomic_store(&t->slot->txnid, 0);
 			} else if (rc != MS_NOTFOUND || tries > 1000) {
@@ -279,6 +454,8 @@ static void writer_end(struct ms_txn *t)
 	if (s->alloc) {
 		pthread_mutex_lock(&s->lock);
 		alloc_stats(s->alloc, &s->astats);
+		s->astats.used_bytes -= s->quar_bytes; /* quarantine counts as free (stats.c) */
+		s->astats.free_bytes += s->quar_bytes;
 		pthread_mutex_unlock(&s->lock);
 	}
 	unlock_writer(s);
@@ -291,6 +468,10 @@ static void writer_discard(struct ms_txn *t)
 	size_t pos = 0;
 	uint64_t off, v;
 	while (table_next(&t->fresh, &pos, &off, &v)) {
+		if (t->s->flags & MS_NOSYNC) {
+			quar_add(t->s, off, v & FRESH_SIZE_MASK, true);
+			continue;
+		}
 		int rc = alloc_free(t->s->alloc, off, v & FRESH_SIZE_MASK);
 		ms_assert(rc == 0);
 		(void)rc;
@@ -366,6 +547,7 @@ int ms_txn_commit(ms_txn *t)
 	ms_store *s = t->s;
 	int rc = 0;
 	struct pending *p = NULL;
+	bool synclocked = false;
 	if (s->failed) {
 		rc = err_set(MS_EIO, "%s: an earlier sync failed; reopen the store", s->path);
 		goto discard;
@@ -418,6 +600,19 @@ int ms_txn_commit(ms_txn *t)
 		rc = map_fault_error(s);
 		goto discard;
 	}
+	if (!durable) {
+		/* No sync may run while the meta page is written and published: it must know which
+		 * meta its fdatasync made durable. The synced meta's page is kept until the next sync
+		 * (a commit takes txnid + 2 to stay on the other page), so a crash before that sync
+		 * still finds it, whole. */
+		pthread_mutex_lock(&s->synclock);
+		synclocked = true;
+		if (s->quar_bytes > quar_limit(s) && (rc = store_nosync_point(s, "quarantine")))
+			goto discard;
+		pthread_mutex_lock(&s->lock);
+		next.txnid = t->snap.txnid + (t->snap.txnid == s->synced_txnid ? 1 : 2);
+		pthread_mutex_unlock(&s->lock);
+	}
 	/* The page the new meta overwrites, so a failed meta sync can take the commit back (below). */
 	struct disk_meta prev;
 	bool have_prev = durable && sys_pread_full(s->fd, &prev, sizeof prev, (next.txnid % 2) * MS_PAGE) == 0;
@@ -444,6 +639,8 @@ int ms_txn_commit(ms_txn *t)
 	s->alloc_txnid = next.txnid;
 	pthread_mutex_lock(&s->lock);
 	s->cur = next;
+	if (durable)
+		s->synced_txnid = next.txnid;
 	if (p) {
 		if (s->pending_tail)
 			s->pending_tail->next = p;
@@ -453,11 +650,15 @@ int ms_txn_commit(ms_txn *t)
 		s->pinned_bytes += p->bytes;
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (synclocked)
+		pthread_mutex_unlock(&s->synclock);
 	s->ckpt_on_disk = false;
 	readers_release_pending(s);
 	writer_end(t);
 	return 0;
 discard:
+	if (synclocked)
+		pthread_mutex_unlock(&s->synclock);
 	free(p);
 	writer_discard(t);
 	writer_end(t);

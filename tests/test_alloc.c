@@ -1334,3 +1334,63 @@ Test(alloc, churn_keeps_the_heap_within_15_percent_of_live_bytes, .timeout = 120
 	SIM_ASSERT(&s, alloc_check(s.a) == ALLOC_OK, "alloc_check failed");
 	sim_fini(&s);
 }
+
+/* ---- alloc_free_each ---- */
+
+struct cover {
+	uint64_t base;
+	uint8_t *map; /* one byte per 16-byte unit: 1 = reported free */
+	uint64_t sum, ranges;
+	bool overlap;
+};
+
+static int cover_range(void *ctx, uint64_t off, uint64_t len)
+{
+	struct cover *c = ctx;
+	for (uint64_t u = (off - c->base) / 16; u < (off - c->base + len) / 16; u++) {
+		c->overlap |= c->map[u] != 0;
+		c->map[u] = 1;
+	}
+	c->sum += len;
+	c->ranges++;
+	return 0;
+}
+
+Test(alloc, free_each_reports_every_free_range_and_slot_but_no_allocated_byte)
+{
+	const uint64_t base = 64 * KiB, end = base + 4 * MiB;
+	struct alloc *a = mk(base, end);
+	uint64_t x = test_seed();
+	uint64_t offs[2000], sizes[2000];
+	size_t n = 0;
+	for (int step = 0; step < 6000; step++) {
+		if (n < 2000 && (n == 0 || splitmix(&x) % 3 != 0)) {
+			uint64_t size = splitmix(&x) % 4 == 0 ? 513 + splitmix(&x) % (20 * KiB) : 1 + splitmix(&x) % 512;
+			uint64_t off;
+			if (alloc_alloc(a, size, &off) != ALLOC_OK)
+				continue;
+			offs[n] = off, sizes[n] = size, n++;
+		} else {
+			size_t i = (size_t)(splitmix(&x) % n);
+			cr_assert_eq(alloc_free(a, offs[i], sizes[i]), ALLOC_OK);
+			offs[i] = offs[n - 1], sizes[i] = sizes[n - 1], n--;
+		}
+	}
+	struct cover c = { .base = base, .map = calloc((end - base) / 16, 1) };
+	cr_assert_not_null(c.map);
+	cr_assert_eq(alloc_free_each(a, cover_range, &c), 0);
+	struct alloc_stats st = stats_of(a);
+	cr_assert(!c.overlap, "two reported ranges overlap");
+	cr_assert_eq(c.sum, st.free_bytes, "reported %llu free bytes, the allocator has %llu",
+	             (unsigned long long)c.sum, (unsigned long long)st.free_bytes);
+	cr_assert_gt(c.ranges, st.free_extents, "run slots are reported too");
+	for (size_t i = 0; i < n; i++)
+		for (uint64_t u = (offs[i] - base) / 16; u < (offs[i] - base + alloc_round(sizes[i])) / 16; u++)
+			cr_assert_eq(c.map[u], 0, "allocated block at %llu reported free", (unsigned long long)offs[i]);
+	struct extent_list l = { .stop_after = 3 };
+	cr_assert_eq(alloc_free_each(a, collect_free, &l), 7, "a non-zero return stops the walk");
+	cr_assert_eq(l.n, 3);
+	cr_assert_eq(alloc_free_each(NULL, collect_free, &l), ALLOC_EINVAL);
+	free(c.map);
+	alloc_destroy(a);
+}

@@ -1139,8 +1139,6 @@ Test(powerloss, aborts_closes_and_reopens)
 /* MS_NOSYNC: commits without syncs, ms_sync now and then, closes and reopens. */
 Test(powerloss, nosync_mode_opens_at_a_whole_earlier_commit_or_refuses)
 {
-	cr_skip_test("MS_NOSYNC does not yet keep its power-loss promise (docs/reliability.md, "
-	             "\"Not yet covered\"): this test shows the bug and is skipped until the fix lands");
 	struct wl w;
 	wl_begin_campaign(&w, "nosync", 256, 5);
 	wl_start(&w, MS_NOSYNC, 0);
@@ -1199,8 +1197,6 @@ static const char *pl_meta_only_image(const char *path, const unsigned char *dur
  * checksum: the store must not open at commit 3 with k = A, a state no commit had. */
 Test(powerloss, nosync_crash_never_shows_an_older_value_under_a_newer_commit)
 {
-	cr_skip_test("MS_NOSYNC does not yet keep its power-loss promise (docs/reliability.md, "
-	             "\"Not yet covered\"): this test shows the bug and is skipped until the fix lands");
 	const char *p = tu_path("s.ms");
 	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
 	char v[3][100];
@@ -1236,8 +1232,6 @@ Test(powerloss, nosync_crash_never_shows_an_older_value_under_a_newer_commit)
  * do, neither meta fits the file: commit 1 must still open. */
 Test(powerloss, nosync_commit_made_durable_by_ms_sync_survives_two_later_commits)
 {
-	cr_skip_test("MS_NOSYNC does not yet keep its power-loss promise (docs/reliability.md, "
-	             "\"Not yet covered\"): this test shows the bug and is skipped until the fix lands");
 	const char *p = tu_path("s.ms");
 	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
 	tu_puts(s, "k", "synced");
