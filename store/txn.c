@@ -28,11 +28,12 @@ uintptr_t txn_self(void) { return (uintptr_t)&txn_me; }
  * its check wherever the new content did not reach the disk (its first 8 bytes were zeroed, and that
  * made durable, before reuse: a node then has bitmap 0, an object klen 0). */
 
-/* The quarantine may hold this much before a commit syncs by itself to get the space back. */
+/* The quarantine may hold this much before a commit syncs by itself to get the space back (the file
+ * then carries about twice this much that waits: held, then zeroed). */
 static uint64_t quar_limit(const ms_store *s)
 {
-	uint64_t l = s->file_size / 8;
-	return l > (64ull << 20) ? l : 64ull << 20;
+	uint64_t l = s->file_size / 32;
+	return l > (8ull << 20) ? l : 8ull << 20;
 }
 
 static int quar_push(struct quar *q, uint64_t off, uint64_t size, uint64_t gen)
@@ -223,10 +224,21 @@ got:
 	return 0;
 }
 
+/* Must a fresh block (table value v) that is let go wait in the MS_NOSYNC quarantine? Only an object
+ * whose checksum was written at the put: its old bytes would pass their check if a later commit's new
+ * content at that offset never reached the disk. A node gets its checksum at commit and a reserved
+ * value at commit, so their bytes fail every check until then: they can be reused at once. */
+static bool fresh_needs_quarantine(const ms_store *s, uint64_t v)
+{
+	return (s->flags & MS_NOSYNC) && (v >> FRESH_KIND_SHIFT) == FRESH_OBJ;
+}
+
 void txn_release(struct ms_txn *t, uint64_t off, uint64_t size)
 {
+	const uint64_t *fv = table_get(&t->fresh, off);
+	bool quarantine = fv && fresh_needs_quarantine(t->s, *fv);
 	if (table_del(&t->fresh, off)) {
-		if (t->s->flags & MS_NOSYNC) {
+		if (quarantine) {
 			quar_add(t->s, off, size, true);
 			return;
 		}
@@ -468,7 +480,7 @@ static void writer_discard(struct ms_txn *t)
 	size_t pos = 0;
 	uint64_t off, v;
 	while (table_next(&t->fresh, &pos, &off, &v)) {
-		if (t->s->flags & MS_NOSYNC) {
+		if (fresh_needs_quarantine(t->s, v)) {
 			quar_add(t->s, off, v & FRESH_SIZE_MASK, true);
 			continue;
 		}
