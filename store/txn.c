@@ -32,8 +32,8 @@ uintptr_t txn_self(void) { return (uintptr_t)&txn_me; }
  * then carries about twice this much that waits: held, then zeroed). */
 static uint64_t quar_limit(const ms_store *s)
 {
-	uint64_t l = s->file_size / 32;
-	return l > (8ull << 20) ? l : 8ull << 20;
+	uint64_t l = s->file_size / 8;
+	return l > (64ull << 20) ? l : 64ull << 20;
 }
 
 static int quar_push(struct quar *q, uint64_t off, uint64_t size, uint64_t gen)
