@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+
 #ifndef MSB_LMDB_ONLY
 #include "mstore.h"
 #endif
@@ -49,12 +51,6 @@ static void die(const char *fmt, ...)
 	exit(1);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 #define NOINLINE __attribute__((noinline)) /* the timed loops stay separate functions (callgrind) */
 
@@ -90,61 +86,9 @@ static void count_share(double share)
 		busy_runs++;
 }
 
-static inline uint64_t mix64(uint64_t x)
-{ /* splitmix64 finaliser */
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-typedef struct rng {
-	uint64_t s;
-} rng;
-
-static inline uint64_t rng_next(rng *r)
-{
-	r->s += 0x9e3779b97f4a7c15ull;
-	uint64_t z = r->s;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-__extension__ typedef unsigned __int128 u128;
-static inline uint64_t rng_below(rng *r, uint64_t n)
-{ /* Lemire's multiply-shift; the bias is below 2^-40 for n <= 2^24 */
-	return (uint64_t)(((u128)rng_next(r) * n) >> 64);
-}
-
-static inline void store_be64(unsigned char *p, uint64_t v)
-{
-	for (int b = 7; b >= 0; b--) {
-		p[b] = (unsigned char)(v & 0xff);
-		v >>= 8;
-	}
-}
-static inline uint64_t load64(const void *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-#define KEYLEN 16
-#define VALLEN 100
-#define KEY_SALT 0x6d73746f72652121ull
 #define SEED_GET 0x1234567887654321ull
 #define SEED_CHURN 0x0badc0ffee0ddf00ull
 
-static inline void make_key(uint64_t i, unsigned char k[KEYLEN])
-{
-	store_be64(k, mix64(i ^ KEY_SALT));
-	store_be64(k + 8, i);
-}
-
-static inline uint64_t val_head(uint64_t i, uint32_t gen) { return i ^ ((uint64_t)gen << 48); }
-static inline uint64_t val_tail(uint64_t i, uint32_t gen) { return mix64(i * 31u + gen + 7u); }
 
 /* Value of key i in generation gen, len >= 16 bytes. */
 static void make_val(uint64_t i, uint32_t gen, size_t len, unsigned char *v)
