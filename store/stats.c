@@ -58,7 +58,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	st->file_bytes = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
 	if (!have_alloc) {
 		/* No allocator in a read-only handle (or before this process first wrote): the committed blocks are all that is used. */
-		st->used_bytes = s->cur.obj_bytes + s->cur.node_bytes;
+		st->used_bytes = st->object_bytes + st->index_bytes; /* read under the lock above */
 		uint64_t heap = heap_end - MS_HEAP_START;
 		st->free_bytes = heap > st->used_bytes ? heap - st->used_bytes : 0;
 	} else {
