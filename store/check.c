@@ -67,33 +67,37 @@ static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefi
 		       MS_ECORRUPT;
 	if (index_node(w->c, ent, depth, &nd, &n))
 		return walk_fail(w, ent_off(ent), "index node fails its checksum or bounds check");
-	int rc = w->fn(w->ctx, ent_off(ent), node_size(n), 1, NULL);
+	int rc = w->fn(w->ctx, ent_off(ent), block_size(ent, n), ent_is_bucket(ent) ? 2 : 1, NULL);
 	if (rc)
 		return rc;
 	/* Start every child's fetch before visiting the first: the misses overlap (the children are
 	 * scattered over the file). Prefetching an untrusted offset cannot fault. */
 	for (unsigned i = 0; i < n; i++)
 		__builtin_prefetch(w->c->base + ent_off(nd->slot[i]));
-	uint32_t bits = depth < MS_MAX_DEPTH ? nd->bitmap : 0;
+	/* A bucket's and a collision list's objects share the path's prefix; a node's i-th slot adds its
+	 * chunk. */
+	bool list = ent_is_bucket(ent) || depth == MS_MAX_DEPTH;
+	uint32_t bits = list ? 0 : nd->bitmap;
 	if (depth == MS_MAX_DEPTH - 1 && (bits >> 16))
 		return walk_fail(w, ent_off(ent), "index node uses hash bits that do not exist");
 	/* Deletes pull a lone object up into its parent, so the trie's shape depends only on its keys
 	 * (format.md). Lookups do not need it; ms_check names it (open does not refuse it). */
 	if (w->report && depth > 0 && n == 1 && !ent_is_node(nd->slot[0]) &&
-	    (rc = walk_fail(w, ent_off(ent), "index node below the root holds a single object (the trie is not canonical)")))
+	    (rc = walk_fail(w, ent_off(ent), "index node or bucket below the root holds a single object (the trie is not canonical)")))
 		return rc;
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t e = nd->slot[i];
 		uint64_t p = prefix;
 		unsigned shift = depth * MS_FANOUT_BITS;
-		if (depth < MS_MAX_DEPTH) {
+		if (!list) {
 			unsigned b = (unsigned)__builtin_ctz(bits);
 			bits &= bits - 1;
 			p |= (uint64_t)b << shift;
 		}
 		if (ent_is_node(e)) {
-			if (depth == MS_MAX_DEPTH) {
-				if ((rc = walk_fail(w, ent_off(ent), "collision list holds an index node")))
+			if (list) {
+				if ((rc = walk_fail(w, ent_off(ent), ent_is_bucket(ent) ? "bucket holds an index node"
+				                                                        : "collision list holds an index node")))
 					return rc;
 				continue;
 			}
@@ -112,7 +116,7 @@ static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefi
 		}
 		if (w->verify_objects) {
 			uint64_t h = key_hash(w->seed, o + 1, o->klen);
-			unsigned used = (depth + 1) * MS_FANOUT_BITS;
+			unsigned used = (depth + !list) * MS_FANOUT_BITS;
 			uint64_t mask = used >= 64 ? ~0ull : (1ull << used) - 1;
 			if ((h & mask) != (p & mask) || (uint16_t)(h >> 48) != ent_fp(e)) {
 				if ((rc = walk_fail(w, ent_off(e), "object is filed under the wrong hash")))

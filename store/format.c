@@ -3,10 +3,12 @@
 #include "internal.h"
 
 unsigned char ms_node_secret[XXH3_SECRET_DEFAULT_SIZE];
+unsigned char ms_bucket_secret[XXH3_SECRET_DEFAULT_SIZE];
 
 __attribute__((constructor)) static void node_secret_init(void)
 {
 	XXH3_generateSecret_fromSeed(ms_node_secret, MS_SEED_NODE);
+	XXH3_generateSecret_fromSeed(ms_bucket_secret, MS_SEED_BUCKET);
 }
 
 int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
@@ -27,7 +29,7 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 		return *why = "heap end out of range", MS_ECORRUPT;
 	if (m->heap_end > file_size)
 		return *why = "file is shorter than its heap (truncated)", MS_ECORRUPT;
-	if (m->root && (!ent_is_node(m->root) || (m->root & 0xc) || m->root >> 48 ||
+	if (m->root && (!ent_is_node(m->root) || (m->root & 0xc) || (m->version < 2 && ent_is_bucket(m->root)) || m->root >> 48 ||
 	                ent_off(m->root) < MS_HEAP_START || ent_off(m->root) >= m->heap_end))
 		return *why = "root offset out of range", MS_ECORRUPT;
 	if (m->ckpt_off && (m->ckpt_off < MS_HEAP_START || (m->ckpt_off & (MS_ALIGN - 1)) ||

@@ -38,11 +38,19 @@
  *                       and this field is the number n of entries instead
  *   8   slot[n]      8n n = popcount(bitmap); each an entry (below)
  *
+ * Bucket (format version 2; the same struct): the bottom of a path, up to MS_BUCKET_MAX objects that
+ * share the path's hash prefix, in no particular order
+ *   0   hash         4  low 32 bits of XXH3-64 (seed MS_SEED_BUCKET) of bytes [4, 8 + 8*n)
+ *   4   count        4  n, 1..MS_BUCKET_MAX (a bucket lies at a depth below MS_MAX_DEPTH)
+ *   8   slot[n]      8n object entries
+ *       (spare)         the block holds bucket_cap(n) slots (15, 31, 47 or 63): buckets come in four
+ *                       sizes, so they fill four size classes, and a fresh one grows in place
+ *
  * Entry (8 bytes, in a node slot or in meta.root)
- *   bit 0        1: points to an index node; 0: points to an object
+ *   bits 0..1    00: an object; 01: an index node; 11: a bucket (10 is invalid)
  *   bits 4..47   offset >> 4 << 4 (blocks are 16-byte aligned, offsets < 2^48)
  *   bits 48..63  object entries: the top 16 bits of the key hash (a filter: a lookup whose bits differ
- *                does not touch the object); node entries: zero
+ *                does not touch the object); node and bucket entries: zero
  *
  * Object (struct disk_obj), followed by key then value, no padding
  *   0   hash         4  low 32 bits of XXH3-64 of key+value, seeded with the header fields (obj_seed)
@@ -58,7 +66,8 @@
  *   I3  Every block reachable from the root lies inside [MS_HEAP_START, heap_end), is 16-byte aligned,
  *       and no two reachable blocks overlap.
  *   I4  A node at level d < MS_MAX_DEPTH has a non-zero bitmap; entry i of its slot array is the one
- *       for the i-th set bit; each object below it has the hash prefix of the path to it.
+ *       for the i-th set bit; each object below it has the hash prefix of the path to it. A bucket
+ *       holds objects only, each with the hash prefix of the path to the bucket.
  *   I5  Committed nodes and objects are never written again while a snapshot can see them (except the
  *       object clock field, which no hash covers).
  *   I6  The committed index is the single source of truth for allocated space: every heap byte not in
@@ -77,7 +86,7 @@
 #endif
 
 #define MS_MAGIC 0x3130455254534d89ull /* "\x89MSTRE01" read as a little-endian integer */
-#define MS_FORMAT_VERSION 1u
+#define MS_FORMAT_VERSION 2u /* 2: buckets; a version 1 file is read as it is */
 #define MS_PAGE 4096u
 #define MS_HEAP_START (2u * MS_PAGE)
 #define MS_ALIGN 16u
@@ -85,9 +94,11 @@
 #define MS_FANOUT_BITS 5u
 #define MS_FANOUT (1u << MS_FANOUT_BITS)
 #define MS_MAX_DEPTH 13u /* levels 0..12 consume 65 >= 64 bits of hash; level 13 is a collision list */
+#define MS_BUCKET_MAX 63u /* objects in a bucket: 8 + 8 * 63 = 512 bytes, the largest size class */
 
 #define MS_SEED_META 0x6d657461ull
 #define MS_SEED_NODE 0x6e6f6465ull
+#define MS_SEED_BUCKET 0x6275636bull
 #define MS_SEED_CKPT 0x636b7074ull
 
 #define MS_META_NOSYNC 0x1ull
@@ -147,18 +158,33 @@ _Static_assert(__builtin_offsetof(struct disk_obj, klen) == 4, "disk_obj.klen");
 _Static_assert(__builtin_offsetof(struct disk_obj, clock) == 6, "disk_obj.clock");
 _Static_assert(__builtin_offsetof(struct disk_obj, vlen_flags) == 8, "disk_obj.vlen_flags");
 
-/* Entry encoding. */
+/* Entry encoding. ent_is_node: an index block, node or bucket (what a lookup steps into). */
 #define ENT_NODE 0x1ull
+#define ENT_BUCKET 0x2ull
 #define ENT_OFF_MASK 0x0000fffffffffff0ull
 static inline int ent_is_node(uint64_t e) { return (int)(e & ENT_NODE); }
+static inline int ent_is_bucket(uint64_t e) { return (e & 3) == 3; }
 static inline ms_off ent_off(uint64_t e) { return e & ENT_OFF_MASK; }
 static inline uint16_t ent_fp(uint64_t e) { return (uint16_t)(e >> 48); }
 static inline uint64_t ent_node(ms_off off) { return off | ENT_NODE; }
+static inline uint64_t ent_bucket(ms_off off) { return off | ENT_NODE | ENT_BUCKET; }
 static inline uint64_t ent_obj(ms_off off, uint64_t h) { return off | (h & 0xffff000000000000ull); }
 
 static inline uint64_t obj_vlen(const struct disk_obj *o) { return o->vlen_flags & MS_VLEN_MAX; }
 static inline uint64_t obj_flags(const struct disk_obj *o) { return o->vlen_flags >> 48; }
 static inline uint64_t obj_size(uint64_t klen, uint64_t vlen) { return sizeof(struct disk_obj) + klen + vlen; }
 static inline uint64_t node_size(unsigned n) { return sizeof(struct disk_node) + 8ull * n; }
+/* Slots a bucket of n objects has room for: its block is node_size(bucket_cap(n)) bytes. */
+static inline unsigned bucket_cap(unsigned n) { return n <= 15 ? 15 : n <= 31 ? 31 : 63; }
+/* The block size of the index block entry e points at, holding n slots. */
+static inline uint64_t block_size(uint64_t e, unsigned n)
+{
+	return node_size(ent_is_bucket(e) ? bucket_cap(n) : n);
+}
+/* Slots of the index block that entry e points at (depth: the block's), before any check of it. */
+static inline unsigned block_slots(const struct disk_node *nd, uint64_t e, unsigned depth)
+{
+	return ent_is_bucket(e) || depth >= MS_MAX_DEPTH ? nd->bitmap : (unsigned)__builtin_popcount(nd->bitmap);
+}
 
 #endif

@@ -34,11 +34,24 @@ static inline uint32_t obj_hash(const struct disk_obj *o)
 /* XXH3's secret for MS_SEED_NODE, made once at load (format.c): with it a node of more than 240
  * bytes hashes without deriving the secret again, to the same value as XXH3_64bits_withSeed. */
 extern unsigned char ms_node_secret[XXH3_SECRET_DEFAULT_SIZE];
+extern unsigned char ms_bucket_secret[XXH3_SECRET_DEFAULT_SIZE];
 
 static inline uint32_t node_hash(const struct disk_node *n, unsigned nslots)
 {
 	return (uint32_t)XXH3_64bits_withSecretandSeed(&n->bitmap, 4 + 8ull * nslots, ms_node_secret,
 	                                               sizeof ms_node_secret, MS_SEED_NODE);
+}
+
+static inline uint32_t bucket_hash(const struct disk_node *n, unsigned nslots)
+{
+	return (uint32_t)XXH3_64bits_withSecretandSeed(&n->bitmap, 4 + 8ull * nslots, ms_bucket_secret,
+	                                               sizeof ms_bucket_secret, MS_SEED_BUCKET);
+}
+
+/* The checksum of the index block entry e points at: a node's or a bucket's. */
+static inline uint32_t block_hash(const struct disk_node *n, unsigned nslots, uint64_t e)
+{
+	return ent_is_bucket(e) ? bucket_hash(n, nslots) : node_hash(n, nslots);
 }
 
 static inline uint64_t meta_hash(const struct disk_meta *m)

@@ -1,9 +1,11 @@
 /* store/index.c - the index: a copy-on-write hash array mapped trie from key hash to object.
  *
- * Each node consumes 5 bits of the key's 64-bit hash (format.h); a lookup follows one node per level
- * and verifies each node's checksum and then the object's, so a read never returns a wrong value.
- * Changes copy the path from the root (snapshots for free); nodes this transaction already copied
- * ("fresh" blocks) are changed in place. An operation allocates everything it needs before it
+ * Each node consumes 5 bits of the key's 64-bit hash (format.h); a path ends in an object entry or
+ * in a bucket, which holds up to MS_BUCKET_MAX objects of the path's prefix unordered, so a lookup
+ * makes one dependent miss for the bottom of the index however its keys fall into chunks. A lookup
+ * verifies each node's or bucket's checksum and then the object's, so a read never returns a wrong
+ * value. Changes copy the path from the root (snapshots for free); blocks this transaction already
+ * copied ("fresh" blocks) are changed in place. An operation allocates everything it needs before it
  * changes anything, so a failure (MS_ENOSPC) leaves the transaction exactly as it was.
  */
 #include <string.h>
@@ -36,9 +38,10 @@ static inline unsigned memo_slot(ms_off off)
 }
 
 /* Is the node at off (n slots) intact? Checks the memo first at the top levels. */
-static inline bool node_verified(const struct ictx *c, const struct disk_node *nd, ms_off off, unsigned n,
+static inline bool node_verified(const struct ictx *c, const struct disk_node *nd, uint64_t ent, unsigned n,
                                  unsigned depth)
 {
+	ms_off off = ent_off(ent);
 	if (is_fresh(c, off))
 		return true;
 	_Atomic uint64_t *m = NULL;
@@ -47,25 +50,29 @@ static inline bool node_verified(const struct ictx *c, const struct disk_node *n
 		if (atomic_load_explicit(m, memory_order_relaxed) == memo_word(off, nd->hash))
 			return true;
 	}
-	if (MS_UNLIKELY(node_hash(nd, n) != nd->hash))
+	if (MS_UNLIKELY(block_hash(nd, n, ent) != nd->hash))
 		return false;
 	if (m)
 		atomic_store_explicit(m, memo_word(off, nd->hash), memory_order_relaxed);
 	return true;
 }
 
-/* Bounds and shape of the node entry ent points at, without its checksum. */
+/* Bounds and shape of the node or bucket entry ent points at, without its checksum. */
 static inline int node_at(const struct ictx *c, uint64_t ent, unsigned depth, const struct disk_node **out,
                           unsigned *nslots)
 {
-	if (MS_UNLIKELY(!ent_is_node(ent) || (ent & 0xe) || (ent >> 48) || depth > MS_MAX_DEPTH))
+	if (MS_UNLIKELY(!ent_is_node(ent) || (ent & 0xc) || (ent >> 48) || depth > MS_MAX_DEPTH))
 		return MS_ECORRUPT;
 	ms_off off = ent_off(ent);
 	const struct disk_node *nd = map_ptr(c, off, sizeof *nd);
 	if (MS_UNLIKELY(!nd))
 		return MS_ECORRUPT;
 	unsigned n;
-	if (MS_LIKELY(depth < MS_MAX_DEPTH)) {
+	if (ent_is_bucket(ent)) {
+		n = nd->bitmap;
+		if (MS_UNLIKELY(n == 0 || n > MS_BUCKET_MAX || depth == MS_MAX_DEPTH))
+			return MS_ECORRUPT;
+	} else if (MS_LIKELY(depth < MS_MAX_DEPTH)) {
 		n = (unsigned)__builtin_popcount(nd->bitmap);
 		if (MS_UNLIKELY(n == 0))
 			return MS_ECORRUPT;
@@ -74,7 +81,7 @@ static inline int node_at(const struct ictx *c, uint64_t ent, unsigned depth, co
 		if (MS_UNLIKELY(n == 0 || n > MAX_COLLISIONS))
 			return MS_ECORRUPT;
 	}
-	if (MS_UNLIKELY(!map_ptr(c, off, node_size(n))))
+	if (MS_UNLIKELY(!map_ptr(c, off, block_size(ent, n))))
 		return MS_ECORRUPT;
 	*out = nd;
 	*nslots = n;
@@ -85,18 +92,24 @@ int index_node(const struct ictx *c, uint64_t ent, unsigned depth, const struct 
                unsigned *nslots)
 {
 	int rc = node_at(c, ent, depth, out, nslots);
-	if (rc == 0 && MS_UNLIKELY(!node_verified(c, *out, ent_off(ent), *nslots, depth)))
+	if (rc == 0 && MS_UNLIKELY(!node_verified(c, *out, ent, *nslots, depth)))
 		rc = MS_ECORRUPT;
 	return rc;
 }
 
-/* Start fetching the block an entry points at: a node's first lines or an object's header and key. */
+/* Start fetching the block an entry points at: a node's first lines, an object's header and key, or
+ * the lines of a bucket a lookup scans and hashes. */
 static inline void prefetch_entry(const struct ictx *c, uint64_t e)
 {
 	const uint8_t *p = c->base + ent_off(e); /* prefetching an untrusted address cannot fault */
 	__builtin_prefetch(p);
 	__builtin_prefetch(p + 64);
 	__builtin_prefetch(p + 128);
+	if (ent_is_bucket(e)) {
+		__builtin_prefetch(p + 192);
+		__builtin_prefetch(p + 256);
+		__builtin_prefetch(p + 320);
+	}
 }
 
 int index_obj(const struct ictx *c, uint64_t ent, const struct disk_obj **out)
@@ -142,11 +155,22 @@ struct found {
 	const struct disk_obj *o;
 };
 
-/* Look key up in collision list nd of n entries: 0 with *pos and *f, MS_NOTFOUND, MS_ECORRUPT. */
-static int coll_find(const struct ictx *c, const struct disk_node *nd, unsigned n, uint64_t h,
-                     const void *key, size_t klen, unsigned *pos, struct found *f)
+/* The first of entries i..n-1 of a list whose filter bits are fp, or n. */
+static inline unsigned list_next(const struct disk_node *nd, unsigned i, unsigned n, uint16_t fp)
 {
-	for (unsigned i = 0; i < n; i++) {
+	while (i < n && ent_fp(nd->slot[i]) != fp)
+		i++;
+	return i;
+}
+
+/* Look key up in a list of n object entries (a collision list or a bucket), from entry `from` on (the
+ * entries before it do not carry the key's filter bits): 0 with *pos and *f, MS_NOTFOUND, MS_ECORRUPT.
+ * Only entries whose filter bits match are looked at. */
+static int list_find_from(const struct ictx *c, const struct disk_node *nd, unsigned from, unsigned n,
+                          uint64_t h, const void *key, size_t klen, unsigned *pos, struct found *f)
+{
+	const uint16_t fp = (uint16_t)(h >> 48);
+	for (unsigned i = list_next(nd, from, n, fp); i < n; i = list_next(nd, i + 1, n, fp)) {
 		if (ent_is_node(nd->slot[i]))
 			return MS_ECORRUPT;
 		int rc = entry_match(c, nd->slot[i], h, key, klen, &f->o);
@@ -158,6 +182,12 @@ static int coll_find(const struct ictx *c, const struct disk_node *nd, unsigned 
 			return rc;
 	}
 	return MS_NOTFOUND;
+}
+
+static int list_find(const struct ictx *c, const struct disk_node *nd, unsigned n, uint64_t h,
+                     const void *key, size_t klen, unsigned *pos, struct found *f)
+{
+	return list_find_from(c, nd, 0, n, h, key, klen, pos, f);
 }
 
 int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, size_t klen,
@@ -172,12 +202,16 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 		int rc = node_at(c, ent, depth, &nd, &n);
 		if (rc)
 			return rc;
-		if (MS_UNLIKELY(depth == MS_MAX_DEPTH)) {
-			if (!node_verified(c, nd, ent_off(ent), n, depth))
+		if (ent_is_bucket(ent) || MS_UNLIKELY(depth == MS_MAX_DEPTH)) {
+			/* Find the candidate and start fetching it before verifying the bucket, as below. */
+			unsigned first = list_next(nd, 0, n, (uint16_t)(h >> 48));
+			if (first < n)
+				prefetch_entry(c, nd->slot[first]);
+			if (!node_verified(c, nd, ent, n, depth))
 				return MS_ECORRUPT;
 			struct found f;
 			unsigned pos;
-			rc = coll_find(c, nd, n, h, key, klen, &pos, &f);
+			rc = list_find_from(c, nd, first, n, h, key, klen, &pos, &f);
 			if (rc == 0)
 				*out = f.o;
 			return rc;
@@ -189,7 +223,7 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 		uint64_t next = (nd->bitmap & bit) ? nd->slot[__builtin_popcount(nd->bitmap & (bit - 1))] : 0;
 		if (next)
 			prefetch_entry(c, next);
-		if (MS_UNLIKELY(!node_verified(c, nd, ent_off(ent), n, depth)))
+		if (MS_UNLIKELY(!node_verified(c, nd, ent, n, depth)))
 			return MS_ECORRUPT;
 		if (!next)
 			return MS_NOTFOUND;
@@ -201,7 +235,9 @@ int index_get(const struct ictx *c, uint64_t root, uint64_t h, const void *key, 
 
 /* ---- changes ---- */
 
-#define OP_MAX_BLOCKS (3 * (MS_MAX_DEPTH + 2))
+/* A path of copies, the object, and a bucket split: a node per level (all keys in one chunk) and
+ * up to MS_FANOUT buckets below the last. */
+#define OP_MAX_BLOCKS (3 * (MS_MAX_DEPTH + 2) + MS_FANOUT)
 
 /* One put or delete: the blocks it allocated (undone on failure) and the blocks it replaced
  * (released only on success). */
@@ -229,7 +265,7 @@ static int op_alloc(struct op *op, uint64_t size, int kind, ms_off *off)
 	op->n_new++;
 	op->c = ictx_of(op->t); /* growth may have moved the mapping and the heap end */
 	int64_t r = (int64_t)alloc_round(size);
-	if (kind == FRESH_NODE)
+	if (kind == FRESH_NODE || kind == FRESH_BUCKET)
 		op->d_node_bytes += r;
 	else
 		op->d_obj_bytes += r;
@@ -272,10 +308,11 @@ static inline struct disk_node *wnode(struct op *op, ms_off off)
 	return (struct disk_node *)(op->t->base + off);
 }
 
-/* A new node with n slots; the caller fills bitmap and slots. */
-static int new_node(struct op *op, unsigned n, struct disk_node **nd, ms_off *off)
+/* A new node (type ENT_NODE) or bucket (ENT_NODE | ENT_BUCKET) with n slots; the caller fills
+ * bitmap and slots. */
+static int new_node(struct op *op, unsigned n, uint64_t type, struct disk_node **nd, ms_off *off)
 {
-	int rc = op_alloc(op, node_size(n), FRESH_NODE, off);
+	int rc = op_alloc(op, block_size(type, n), ent_is_bucket(type) ? FRESH_BUCKET : FRESH_NODE, off);
 	if (rc)
 		return rc;
 	*nd = wnode(op, *off);
@@ -294,24 +331,38 @@ static int set_slot(struct op *op, uint64_t ent, const struct disk_node *nd, uns
 	}
 	struct disk_node *nn;
 	ms_off noff;
-	int rc = new_node(op, n, &nn, &noff);
+	int rc = new_node(op, n, ent, &nn, &noff);
 	if (rc)
 		return rc;
 	nn->bitmap = nd->bitmap;
 	memcpy(nn->slot, nd->slot, 8ull * n);
 	nn->slot[pos] = e;
-	*out = ent_node(noff);
-	return op_retire(op, off, node_size(n), true);
+	*out = noff | (ent & (ENT_NODE | ENT_BUCKET));
+	return op_retire(op, off, block_size(ent, n), true);
 }
 
-/* A copy of node ent with a slot inserted at pos (bitmap becomes `bitmap`), or removed (e == 0). */
+/* A copy of node or bucket ent with a slot inserted at pos (bitmap, or count, becomes `bitmap`), or
+ * removed (e == 0). */
 static int resize_node(struct op *op, uint64_t ent, const struct disk_node *nd, unsigned n, unsigned pos,
                        uint32_t bitmap, uint64_t e, bool insert, uint64_t *out)
 {
 	unsigned nn_slots = insert ? n + 1 : n - 1;
 	struct disk_node *nn;
 	ms_off noff;
-	int rc = new_node(op, nn_slots, &nn, &noff);
+	if (ent_is_bucket(ent) && bucket_cap(nn_slots) == bucket_cap(n) && is_fresh(&op->c, ent_off(ent))) {
+		/* A fresh bucket changes in place while its block size stays. */
+		nn = wnode(op, ent_off(ent));
+		if (insert) {
+			memmove(nn->slot + pos + 1, nn->slot + pos, 8ull * (n - pos));
+			nn->slot[pos] = e;
+		} else {
+			memmove(nn->slot + pos, nn->slot + pos + 1, 8ull * (n - pos - 1));
+		}
+		nn->bitmap = bitmap;
+		*out = ent;
+		return 0;
+	}
+	int rc = new_node(op, nn_slots, ent, &nn, &noff);
 	if (rc)
 		return rc;
 	nn->bitmap = bitmap;
@@ -322,44 +373,101 @@ static int resize_node(struct op *op, uint64_t ent, const struct disk_node *nd, 
 	} else {
 		memcpy(nn->slot + pos, nd->slot + pos + 1, 8ull * (n - pos - 1));
 	}
-	*out = ent_node(noff);
-	return op_retire(op, ent_off(ent), node_size(n), true);
+	*out = noff | (ent & (ENT_NODE | ENT_BUCKET));
+	return op_retire(op, ent_off(ent), block_size(ent, n), true);
 }
 
-/* The subtree holding two objects whose hashes agree on every level above depth. */
-static int make_pair(struct op *op, unsigned depth, uint64_t e1, uint64_t h1, uint64_t e2, uint64_t h2,
-                     uint64_t *out)
+/* The subtree at depth holding the m object entries e[] (key hashes h[]), which agree on every level
+ * above depth: the lone object itself below the root, a bucket while they fit, a collision list
+ * once the hash is used up, else a node whose chunks are built the same way one level down. */
+static int build_subtree(struct op *op, unsigned depth, const uint64_t *e, const uint64_t *h, unsigned m,
+                         uint64_t *out)
 {
 	struct disk_node *nd;
 	ms_off off;
 	int rc;
-	if (depth == MS_MAX_DEPTH) {
-		if ((rc = new_node(op, 2, &nd, &off)))
-			return rc;
-		nd->bitmap = 2;
-		nd->slot[0] = e1;
-		nd->slot[1] = e2;
-		*out = ent_node(off);
+	if (m == 1 && depth > 0) {
+		*out = e[0];
 		return 0;
 	}
-	unsigned c1 = chunk(h1, depth), c2 = chunk(h2, depth);
-	if (c1 == c2) {
-		uint64_t sub;
-		if ((rc = make_pair(op, depth + 1, e1, h1, e2, h2, &sub)))
+	if (m <= MS_BUCKET_MAX || depth == MS_MAX_DEPTH) {
+		uint64_t type = depth == MS_MAX_DEPTH ? ENT_NODE : ENT_NODE | ENT_BUCKET;
+		if ((rc = new_node(op, m, type, &nd, &off)))
 			return rc;
-		if ((rc = new_node(op, 1, &nd, &off)))
-			return rc;
-		nd->bitmap = 1u << c1;
-		nd->slot[0] = sub;
-	} else {
-		if ((rc = new_node(op, 2, &nd, &off)))
-			return rc;
-		nd->bitmap = (1u << c1) | (1u << c2);
-		nd->slot[c1 < c2 ? 0 : 1] = e1;
-		nd->slot[c1 < c2 ? 1 : 0] = e2;
+		nd->bitmap = m;
+		memcpy(nd->slot, e, 8ull * m);
+		*out = off | type;
+		return 0;
 	}
+	/* Group by this level's chunk (a counting sort), then build each group. */
+	uint64_t ge[MS_BUCKET_MAX + 1], gh[MS_BUCKET_MAX + 1], sub[MS_FANOUT];
+	unsigned start[MS_FANOUT + 1] = { 0 }, fill[MS_FANOUT];
+	if (NEVER(m > MS_BUCKET_MAX + 1))
+		return MS_ECORRUPT;
+	for (unsigned i = 0; i < m; i++)
+		start[chunk(h[i], depth) + 1]++;
+	for (unsigned c = 0; c < MS_FANOUT; c++) {
+		start[c + 1] += start[c];
+		fill[c] = start[c];
+	}
+	for (unsigned i = 0; i < m; i++) {
+		unsigned c = chunk(h[i], depth);
+		ge[fill[c]] = e[i];
+		gh[fill[c]++] = h[i];
+	}
+	uint32_t bitmap = 0;
+	unsigned n = 0;
+	for (unsigned c = 0; c < MS_FANOUT; c++) {
+		if (start[c + 1] == start[c])
+			continue;
+		if ((rc = build_subtree(op, depth + 1, ge + start[c], gh + start[c], start[c + 1] - start[c], &sub[n])))
+			return rc;
+		bitmap |= 1u << c;
+		n++;
+	}
+	if ((rc = new_node(op, n, ENT_NODE, &nd, &off)))
+		return rc;
+	nd->bitmap = bitmap;
+	memcpy(nd->slot, sub, 8ull * n);
 	*out = ent_node(off);
 	return 0;
+}
+
+/* The full key hash of the object entry e points at (for a split: a bucket keeps 16 bits of it). */
+static int entry_hash(struct op *op, uint64_t e, uint64_t *h)
+{
+	const struct disk_obj *o;
+	int rc = index_obj(&op->c, e, &o);
+	if (rc)
+		return rc;
+	*h = key_hash(op->t->s->hash_seed, o + 1, o->klen);
+	return NEVER((*h >> 48) != ent_fp(e)) ? MS_ECORRUPT : 0;
+}
+
+/* Put newent into bucket ent (n objects) at depth: replace the key's object, add it, or split a full
+ * bucket into a subtree one level down. */
+static int bucket_put(struct op *op, uint64_t ent, const struct disk_node *nd, unsigned n, unsigned depth,
+                      uint64_t newent, uint64_t *out, struct found *old)
+{
+	unsigned pos;
+	int rc = list_find(&op->c, nd, n, op->h, op->key, op->klen, &pos, old);
+	if (rc == 0)
+		return set_slot(op, ent, nd, n, pos, newent, out);
+	if (rc != MS_NOTFOUND)
+		return rc;
+	if (n < MS_BUCKET_MAX)
+		return resize_node(op, ent, nd, n, n, n + 1, newent, true, out);
+	uint64_t e[MS_BUCKET_MAX + 1], h[MS_BUCKET_MAX + 1];
+	for (unsigned i = 0; i < n; i++) {
+		e[i] = nd->slot[i];
+		if ((rc = entry_hash(op, e[i], &h[i])))
+			return rc;
+	}
+	e[n] = newent;
+	h[n] = op->h;
+	if ((rc = build_subtree(op, depth, e, h, n + 1, out)))
+		return rc;
+	return op_retire(op, ent_off(ent), block_size(ent, n), true);
 }
 
 static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent, uint64_t *out,
@@ -370,9 +478,11 @@ static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent,
 	int rc = index_node(&op->c, ent, depth, &nd, &n);
 	if (rc)
 		return rc;
+	if (ent_is_bucket(ent))
+		return bucket_put(op, ent, nd, n, depth, newent, out, old);
 	if (depth == MS_MAX_DEPTH) {
 		unsigned i;
-		rc = coll_find(&op->c, nd, n, op->h, op->key, op->klen, &i, old);
+		rc = list_find(&op->c, nd, n, op->h, op->key, op->klen, &i, old);
 		if (rc == 0)
 			return set_slot(op, ent, nd, n, i, newent, out);
 		if (rc != MS_NOTFOUND)
@@ -400,14 +510,11 @@ static int put_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t newent,
 	}
 	if (rc != MS_NOTFOUND)
 		return rc;
-	/* Another key lives here: push both one level down. */
-	const struct disk_obj *other;
-	if ((rc = index_obj(&op->c, e, &other)))
+	/* Another key lives here: both go into a bucket one level down. */
+	uint64_t pe[2] = { e, newent }, ph[2] = { 0, op->h };
+	if ((rc = entry_hash(op, e, &ph[0])))
 		return rc;
-	uint64_t h2 = key_hash(op->t->s->hash_seed, other + 1, other->klen);
-	if (NEVER((h2 >> 48) != ent_fp(e)))
-		return MS_ECORRUPT;
-	if ((rc = make_pair(op, depth + 1, e, h2, newent, op->h, &ne)))
+	if ((rc = build_subtree(op, depth + 1, pe, ph, 2, &ne)))
 		return rc;
 	return set_slot(op, ent, nd, n, pos, ne, out);
 }
@@ -436,13 +543,8 @@ int index_put(struct ms_txn *t, uint64_t h, const void *key, size_t klen, uint64
 	uint64_t newent = ent_obj(off, h), root;
 	struct found old = { 0, NULL };
 	if (!t->snap.root) {
-		struct disk_node *nd;
-		ms_off noff;
-		if ((rc = new_node(&op, 1, &nd, &noff)))
+		if ((rc = build_subtree(&op, 0, &newent, &h, 1, &root)))
 			goto fail;
-		nd->bitmap = 1u << chunk(h, 0);
-		nd->slot[0] = newent;
-		root = ent_node(noff);
 	} else if ((rc = put_rec(&op, t->snap.root, 0, newent, &root, &old))) {
 		goto fail;
 	}
@@ -472,11 +574,11 @@ static int drop_slot(struct op *op, uint64_t ent, const struct disk_node *nd, un
 {
 	if (n == 1) {
 		*out = 0;
-		return op_retire(op, ent_off(ent), node_size(n), true);
+		return op_retire(op, ent_off(ent), block_size(ent, n), true);
 	}
 	if (n == 2 && depth > 0 && !ent_is_node(nd->slot[1 - pos])) {
 		*out = nd->slot[1 - pos];
-		return op_retire(op, ent_off(ent), node_size(n), true);
+		return op_retire(op, ent_off(ent), block_size(ent, n), true);
 	}
 	return resize_node(op, ent, nd, n, pos, bitmap, 0, false, out);
 }
@@ -488,9 +590,9 @@ static int del_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t *out, s
 	int rc = index_node(&op->c, ent, depth, &nd, &n);
 	if (rc)
 		return rc;
-	if (depth == MS_MAX_DEPTH) {
+	if (ent_is_bucket(ent) || depth == MS_MAX_DEPTH) {
 		unsigned i;
-		rc = coll_find(&op->c, nd, n, op->h, op->key, op->klen, &i, gone);
+		rc = list_find(&op->c, nd, n, op->h, op->key, op->klen, &i, gone);
 		return rc ? rc : drop_slot(op, ent, nd, n, i, depth, n - 1, out);
 	}
 	uint32_t bit = 1u << chunk(op->h, depth);
@@ -514,7 +616,7 @@ static int del_rec(struct op *op, uint64_t ent, unsigned depth, uint64_t *out, s
 		return drop_slot(op, ent, nd, n, pos, depth, nd->bitmap & ~bit, out);
 	if (!ent_is_node(ne) && n == 1 && depth > 0) {
 		*out = ne;
-		return op_retire(op, ent_off(ent), node_size(n), true);
+		return op_retire(op, ent_off(ent), block_size(ent, n), true);
 	}
 	return set_slot(op, ent, nd, n, pos, ne, out);
 }

@@ -228,7 +228,7 @@ struct ms_store {
 	_Atomic uint64_t memo[1u << MEMO_BITS];
 };
 
-enum { FRESH_OBJ = 0, FRESH_NODE = 1, FRESH_OBJ_UNHASHED = 2 };
+enum { FRESH_OBJ = 0, FRESH_NODE = 1, FRESH_OBJ_UNHASHED = 2, FRESH_BUCKET = 3 };
 #define FRESH_KIND_SHIFT 62
 #define FRESH_SIZE_MASK ((1ull << FRESH_KIND_SHIFT) - 1)
 
@@ -293,7 +293,8 @@ int index_put(struct ms_txn *t, uint64_t h, const void *key, size_t klen, uint64
               void **dst, bool hashed_later, const void *val);
 int index_del(struct ms_txn *t, uint64_t h, const void *key, size_t klen);
 /* Visit every reachable block (nodes and objects) of the tree at root, verifying nodes always and
- * objects' hashes when verify_objects; fn gets (off, requested size, is_node). */
+ * objects' hashes when verify_objects; fn gets (off, requested size, is_node: 0 an object, 1 a node,
+ * 2 a bucket). */
 typedef int (*index_visit_fn)(void *ctx, uint64_t off, uint64_t size, int is_node,
                               const struct disk_obj *obj);
 int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,

@@ -573,9 +573,12 @@ int ms_txn_commit(ms_txn *t)
 	uint64_t off, v;
 	while (table_next(&t->fresh, &pos, &off, &v)) {
 		uint64_t kind = v >> FRESH_KIND_SHIFT, size = v & FRESH_SIZE_MASK;
-		if (kind == FRESH_NODE) {
+		if (kind == FRESH_NODE || kind == FRESH_BUCKET) {
 			struct disk_node *nd = (struct disk_node *)(t->base + off);
-			nd->hash = node_hash(nd, (unsigned)((size - sizeof *nd) / 8));
+			unsigned n = (unsigned)((size - sizeof *nd) / 8);
+			if (kind == FRESH_BUCKET && nd->bitmap <= n) /* a bucket's block has spare slots */
+				n = nd->bitmap;
+			nd->hash = kind == FRESH_BUCKET ? bucket_hash(nd, n) : node_hash(nd, n);
 		} else if (kind == FRESH_OBJ_UNHASHED) {
 			struct disk_obj *o = (struct disk_obj *)(t->base + off);
 			o->hash = obj_hash(o);
@@ -785,19 +788,21 @@ struct ms_iter {
 	struct frame {
 		const struct disk_node *nd;
 		unsigned n, i;
+		bool list; /* a bucket or a collision list: objects only */
 	} st[MS_MAX_DEPTH + 1];
 };
 
 static int iter_push_node(ms_iter *it, uint64_t e)
 {
-	if (it->depth == (int)MS_MAX_DEPTH)
-		return err_set(MS_ECORRUPT, "%s: collision list holds a node", it->t->s->path);
+	if (it->st[it->depth].list)
+		return err_set(MS_ECORRUPT, "%s: a bucket or collision list holds a node", it->t->s->path);
 	struct frame *g = &it->st[it->depth + 1];
 	int rc = index_node(&it->c, e, (unsigned)it->depth + 1, &g->nd, &g->n);
 	if (rc)
 		return err_set(rc, "%s: index node at %llu fails its check", it->t->s->path,
 		               (unsigned long long)ent_off(e));
 	g->i = 0;
+	g->list = ent_is_bucket(e) || it->depth + 1 == (int)MS_MAX_DEPTH;
 	it->depth++;
 	for (unsigned j = 0; j < g->n; j++)
 		if (ent_is_node(g->nd->slot[j]))
@@ -890,6 +895,7 @@ int ms_iter_open(ms_txn *t, ms_iter **out)
 	it->depth = -1;
 	if (t->snap.root) {
 		int rc = index_node(&it->c, t->snap.root, 0, &it->st[0].nd, &it->st[0].n);
+		it->st[0].list = ent_is_bucket(t->snap.root);
 		if (rc) {
 			free(it);
 			if (map_faulted(t->s))

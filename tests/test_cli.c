@@ -1078,8 +1078,9 @@ static void img_drop_checkpoints(struct img *im)
 }
 
 static struct disk_meta *img_newest(struct img *im);
-static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj,
-                              struct disk_node **node, unsigned *at);
+struct blk;
+static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj, struct blk *at);
+static bool img_has(struct img *im, uint64_t obj);
 
 /* The offset of the object the newest commit holds for key (found by its bytes and header; a copy
  * inside another value is no object). */
@@ -1089,52 +1090,59 @@ static uint64_t img_obj(struct img *im, const char *key)
 
 	for (uint64_t off = MS_HEAP_START; off + sizeof(struct disk_obj) + klen <= im->len; off += MS_ALIGN) {
 		const struct disk_obj *o = (const struct disk_obj *)(im->b + off);
-		struct disk_node *nd = NULL;
-		unsigned depth;
 		if (o->klen == klen && memcmp(o + 1, key, klen) == 0 &&
-		    off + obj_size(o->klen, obj_vlen(o)) <= im->len && obj_hash(o) == o->hash &&
-		    img_slot_rec(im, img_newest(im)->root, 0, off, &nd, &depth))
+		    off + obj_size(o->klen, obj_vlen(o)) <= im->len && obj_hash(o) == o->hash && img_has(im, off))
 			return off;
 	}
 	cr_assert_fail("no object for key %s", key);
 	return 0;
 }
 
-/* The slot that points at the object at obj (below the node entry ent at depth), its node and depth. */
-static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj,
-                              struct disk_node **node, unsigned *at)
+/* An index block in an image: where it is, what its entry says it is, and its depth. */
+struct blk {
+	struct disk_node *nd;
+	uint64_t ent;
+	unsigned depth;
+};
+
+/* The slot that points at the object at obj (below the index entry ent at depth), and its block. */
+static uint64_t *img_slot_rec(struct img *im, uint64_t ent, unsigned depth, uint64_t obj, struct blk *at)
 {
 	struct disk_node *nd = (struct disk_node *)(im->b + ent_off(ent));
-	unsigned n = depth < MS_MAX_DEPTH ? (unsigned)__builtin_popcount(nd->bitmap) : nd->bitmap;
+	unsigned n = block_slots(nd, ent, depth);
 
 	for (unsigned i = 0; i < n; i++) {
 		uint64_t *found = NULL;
 		if (!ent_is_node(nd->slot[i]) && ent_off(nd->slot[i]) == obj)
 			found = &nd->slot[i];
 		else if (ent_is_node(nd->slot[i]))
-			found = img_slot_rec(im, nd->slot[i], depth + 1, obj, node, at);
+			found = img_slot_rec(im, nd->slot[i], depth + 1, obj, at);
 		if (found) {
-			if (!*node) {
-				*node = nd;
-				*at = depth;
-			}
+			if (!at->nd)
+				*at = (struct blk){nd, ent, depth};
 			return found;
 		}
 	}
 	return NULL;
 }
 
-static uint64_t *img_slot(struct img *im, uint64_t obj, struct disk_node **node, unsigned *depth)
+static uint64_t *img_slot(struct img *im, uint64_t obj, struct blk *at)
 {
-	*node = NULL;
-	uint64_t *slot = img_slot_rec(im, img_newest(im)->root, 0, obj, node, depth);
+	at->nd = NULL;
+	uint64_t *slot = img_slot_rec(im, img_newest(im)->root, 0, obj, at);
 	cr_assert_not_null(slot, "no slot points at %llu", (unsigned long long)obj);
 	return slot;
 }
 
-static void node_rehash(struct disk_node *nd, unsigned depth)
+static bool img_has(struct img *im, uint64_t obj)
 {
-	nd->hash = node_hash(nd, depth < MS_MAX_DEPTH ? (unsigned)__builtin_popcount(nd->bitmap) : nd->bitmap);
+	struct blk b = {NULL, 0, 0};
+	return img_slot_rec(im, img_newest(im)->root, 0, obj, &b) != NULL;
+}
+
+static void node_rehash(const struct blk *b)
+{
+	b->nd->hash = block_hash(b->nd, block_slots(b->nd, b->ent, b->depth), b->ent);
 }
 
 /* A free spot for size bytes after the object at off, in the same 4 KiB of its size-class run:
@@ -1160,15 +1168,14 @@ static void img_move(struct img *im, const char *key, uint64_t to)
 	uint64_t from = img_obj(im, key);
 	const struct disk_obj *o = (const struct disk_obj *)(im->b + from);
 	size_t size = (size_t)obj_size(o->klen, obj_vlen(o));
-	struct disk_node *nd;
-	unsigned depth;
-	uint64_t *slot = img_slot(im, from, &nd, &depth);
+	struct blk b;
+	uint64_t *slot = img_slot(im, from, &b);
 
 	memmove(im->b + to, im->b + from, size);
 	if (to >= from + size || to + size <= from)
 		memset(im->b + from, 0, size);
 	*slot = (*slot & ~ENT_OFF_MASK) | to;
-	node_rehash(nd, depth);
+	node_rehash(&b);
 }
 
 #define DAMAGE_VLEN 40
@@ -1228,24 +1235,22 @@ static void dmg_newest_object(struct img *im)
 
 static void dmg_wrong_hash(struct img *im)
 {
-	struct disk_node *nd;
-	unsigned depth;
+	struct blk b;
 
-	*img_slot(im, img_obj(im, "bravo"), &nd, &depth) ^= 1ull << 48;
-	node_rehash(nd, depth);
+	*img_slot(im, img_obj(im, "bravo"), &b) ^= 1ull << 48;
+	node_rehash(&b);
 }
 
 /* "bravo"'s slot points at the copy inside "charlie"'s value: two objects that overlap. */
 static void dmg_overlap(struct img *im)
 {
 	uint64_t from = img_obj(im, "bravo"), copy = img_obj(im, "charlie") + 16 + 7 + DAMAGE_EMBED;
-	struct disk_node *nd;
-	unsigned depth;
-	uint64_t *slot = img_slot(im, from, &nd, &depth);
+	struct blk b;
+	uint64_t *slot = img_slot(im, from, &b);
 
 	cr_assert_eq(copy % MS_ALIGN, 0);
 	*slot = (*slot & ~ENT_OFF_MASK) | copy;
-	node_rehash(nd, depth);
+	node_rehash(&b);
 }
 
 static void dmg_counts(struct img *im)
@@ -1283,23 +1288,62 @@ static void dmg_misplaced(struct img *im)
 	img_move(im, "bravo", img_free_slot(im, from, obj_size(5, DAMAGE_VLEN)) + 16);
 }
 
-/* A node below the root that holds "alpha" alone: a trie no sequence of deletes leaves. */
+/* Write an index block of n slots at the next free spot after *near (in its 4 KiB of a run). */
+static uint64_t img_new_block(struct img *im, uint64_t *near, uint64_t kind, unsigned depth, uint32_t bitmap,
+                              const uint64_t *slot, unsigned n)
+{
+	uint64_t at = img_free_slot(im, *near, obj_size(5, DAMAGE_VLEN));
+	struct disk_node *nd = (struct disk_node *)(im->b + at);
+	struct blk b = {nd, at | kind, depth};
+
+	nd->bitmap = bitmap;
+	memcpy(nd->slot, slot, 8ull * n);
+	node_rehash(&b);
+	*near = at;
+	return b.ent;
+}
+
+/* A trie of nodes over the objects e[] (hashes h[]) from depth on, in which the object at lone sits
+ * alone in a bucket: a shape no sequence of puts and deletes leaves. */
+static uint64_t img_lone_trie(struct img *im, uint64_t *near, unsigned depth, const uint64_t *e, const uint64_t *h,
+                              unsigned m, uint64_t lone)
+{
+	if (m == 1)
+		return ent_off(e[0]) == lone ? img_new_block(im, near, ENT_NODE | ENT_BUCKET, depth, 1, e, 1) : e[0];
+	uint64_t slot[MS_FANOUT];
+	uint32_t bitmap = 0;
+	unsigned n = 0;
+	for (unsigned c = 0; c < MS_FANOUT; c++) {
+		uint64_t ge[3], gh[3];
+		unsigned gm = 0;
+		for (unsigned i = 0; i < m; i++)
+			if (((h[i] >> (depth * MS_FANOUT_BITS)) & (MS_FANOUT - 1)) == c) {
+				ge[gm] = e[i];
+				gh[gm++] = h[i];
+			}
+		if (gm) {
+			slot[n++] = img_lone_trie(im, near, depth + 1, ge, gh, gm, lone);
+			bitmap |= 1u << c;
+		}
+	}
+	return img_new_block(im, near, ENT_NODE, depth, bitmap, slot, n);
+}
+
+/* The three objects in a trie of nodes where "alpha" sits alone in a bucket below the root. */
 static void dmg_not_canonical(struct img *im)
 {
 	struct disk_meta *m = img_newest(im);
-	uint64_t alpha = img_obj(im, "alpha"), h = key_hash(m->hash_seed, "alpha", 5);
-	struct disk_node *parent;
-	unsigned depth;
-	uint64_t *slot = img_slot(im, alpha, &parent, &depth);
-	uint64_t at = img_free_slot(im, alpha, obj_size(5, DAMAGE_VLEN));
-	struct disk_node *nd = (struct disk_node *)(im->b + at);
+	const char *keys[3] = {"alpha", "bravo", "charlie"};
+	uint64_t e[3], h[3], alpha = img_obj(im, "alpha"), near = alpha;
 
+	for (int i = 0; i < 3; i++) {
+		struct blk b;
+		e[i] = *img_slot(im, img_obj(im, keys[i]), &b);
+		h[i] = key_hash(m->hash_seed, keys[i], strlen(keys[i]));
+	}
 	img_drop_checkpoints(im);
-	nd->bitmap = 1u << ((h >> ((depth + 1) * MS_FANOUT_BITS)) & (MS_FANOUT - 1));
-	nd->slot[0] = *slot;
-	node_rehash(nd, depth + 1);
-	*slot = ent_node(at);
-	node_rehash(parent, depth);
+	m->root = img_lone_trie(im, &near, 0, e, h, 3, alpha);
+	meta_rehash(m);
 }
 
 static void dmg_no_meta(struct img *im)

@@ -732,6 +732,7 @@ Test(hostile, sound_head_with_garbage_behind_is_refused_or_reads_ecorrupt)
 #define FMT_VERSION_OFF 8
 #define FMT_HASH_OFF 184
 #define FMT_SEED_META 0x6d657461ull /* "meta"; store/format.h MS_SEED_META */
+#define FMT_NEWER 3 /* a version newer than this library's (2) */
 
 static void set_meta_version(unsigned char *img, size_t page, uint32_t version)
 {
@@ -755,9 +756,9 @@ Test(hostile, newer_format_version_is_eversion_and_left_alone)
 		unsigned char *copy = malloc(len);
 		memcpy(copy, img, len);
 		if (which != 2)
-			set_meta_version(copy, 0, 2);
+			set_meta_version(copy, 0, FMT_NEWER);
 		if (which != 1)
-			set_meta_version(copy, ps, 2);
+			set_meta_version(copy, ps, FMT_NEWER);
 		const char *p = tu_path("newer.ms");
 		cr_assert(tu_write_file(p, copy, len));
 		static const unsigned modes[] = { 0, MS_CREATE, MS_READONLY };
@@ -769,9 +770,9 @@ Test(hostile, newer_format_version_is_eversion_and_left_alone)
 			int rc = ms_open(p, &o, &s);
 			if (rc == 0)
 				ms_close(s);
-			cr_assert_eq(rc, MS_EVERSION, "meta page%s %s at version 2: ms_open(flags %#x) = %d (%s)",
-				     which == 0 ? "s" : "", which == 0 ? "0 and 1" : which == 1 ? "0" : "1", modes[m], rc,
-				     ms_strerror(rc));
+			cr_assert_eq(rc, MS_EVERSION, "meta page%s %s at version %d: ms_open(flags %#x) = %d (%s)",
+				     which == 0 ? "s" : "", which == 0 ? "0 and 1" : which == 1 ? "0" : "1", FMT_NEWER, modes[m],
+				     rc, ms_strerror(rc));
 			const char *diff = tu_image_diff(p, &before);
 			cr_assert_null(diff, "ms_open refused a newer format but changed the file: %s", diff);
 			tu_image_free(&before);

@@ -18,6 +18,7 @@ TestSuite(memo, .init = tu_setup, .fini = tu_teardown);
 TestSuite(iter, .init = tu_setup, .fini = tu_teardown);
 TestSuite(collide, .init = tu_setup, .fini = tu_teardown);
 TestSuite(hash, .init = tu_setup, .fini = tu_teardown);
+TestSuite(upgrade, .init = tu_setup, .fini = tu_teardown);
 
 /* The node checksum takes a precomputed secret for speed; the format defines it as XXH3-64 with seed
  * MS_SEED_NODE, and the two must agree at every length a node can have. */
@@ -286,4 +287,83 @@ Test(collide, keys_with_equal_hashes_share_collision_lists)
 	cr_assert_eq(tu_stat(s).objects, (uint64_t)live);
 	tu_close(s);
 	tu_check_sound(p);
+}
+
+/* ---- format version 1 ---------------------------------------------------------------------------- */
+
+/* tests/data/v1-300-keys.ms.gz was written by the version 1 library (tests/data/README.md): keys
+ * "v1-0000".."v1-0299", value i of (3 i) % 64 bytes from seed i; every key i % 10 == 3 deleted, every
+ * i % 10 == 5 overwritten from seed i + 1000; closed cleanly. */
+static bool v1_expect(unsigned i, uint64_t *seed, size_t *len)
+{
+	*len = (i * 3u) % 64u;
+	*seed = i % 10 == 5 ? i + 1000u : i;
+	return i % 10 != 3;
+}
+
+static void v1_read_all(ms_store *s)
+{
+	char k[16];
+	static unsigned char buf[64];
+	for (unsigned i = 0; i < 300; i++) {
+		snprintf(k, sizeof k, "v1-%04u", i);
+		uint64_t seed;
+		size_t want, len = 0;
+		bool there = v1_expect(i, &seed, &want);
+		int rc = ms_get(s, k, strlen(k), buf, sizeof buf, &len);
+		if (!there) {
+			cr_assert_eq(rc, MS_NOTFOUND, "%s was deleted: %d", k, rc);
+			continue;
+		}
+		cr_assert_eq(rc, 0, "%s: %d (%s)", k, rc, ms_last_error());
+		cr_assert(len == want && tu_check_fill(buf, len, seed), "%s is wrong", k);
+	}
+}
+
+Test(upgrade, a_version_1_file_is_read_as_it_is_and_written_as_version_2)
+{
+	const char *p = tu_path("v1.ms");
+	char cmd[2 * PATH_MAX + 64];
+	snprintf(cmd, sizeof cmd, "gzip -dc '%s/v1-300-keys.ms.gz' > '%s'", MSTORE_TEST_DATA, p);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	struct disk_meta m;
+	newest_meta(p, &m);
+	cr_assert_eq(m.version, 1);
+
+	/* Read-only: every key as written, and the file as it was. */
+	tu_image before;
+	cr_assert(tu_image_take(p, &before));
+	ms_store *s = tu_open(p, MS_READONLY, 0);
+	v1_read_all(s);
+	tu_close(s);
+	const char *diff = tu_image_diff(p, &before);
+	cr_assert_null(diff, "a read-only open of a version 1 file changed it: %s", diff);
+	tu_image_free(&before);
+	tu_check_sound(p);
+
+	/* Writable: new keys go into buckets among the old nodes; old keys stay readable. */
+	s = tu_open(p, 0, 0);
+	v1_read_all(s);
+	ms_txn *w = tu_begin(s, 0);
+	char k[16], v[16];
+	for (unsigned i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "new-%u", i);
+		cr_assert_eq(ms_txn_put(w, k, strlen(k), k, strlen(k)), 0);
+	}
+	tu_commit(w);
+	v1_read_all(s);
+	for (unsigned i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "new-%u", i);
+		size_t len = 0;
+		cr_assert_eq(ms_get(s, k, strlen(k), v, sizeof v, &len), 0, "%s", k);
+		cr_assert(len == strlen(k) && memcmp(v, k, len) == 0);
+	}
+	tu_close(s);
+	newest_meta(p, &m);
+	cr_assert_eq(m.version, MS_FORMAT_VERSION);
+	tu_check_sound(p);
+	s = tu_open(p, MS_READONLY, 0);
+	v1_read_all(s);
+	cr_assert_eq(tu_stat(s).objects, 270u + 2000u);
+	tu_close(s);
 }

@@ -91,10 +91,10 @@ static void fix_entry(struct fix *f, uint64_t e, unsigned depth)
 		return;
 	}
 	struct disk_node *nd = (struct disk_node *)(f->img + off);
-	unsigned n = depth < MS_MAX_DEPTH ? (unsigned)__builtin_popcount(nd->bitmap) : nd->bitmap;
+	unsigned n = block_slots(nd, e, depth);
 	if (n == 0 || node_size(n) > f->heap_end - off)
 		return;
-	nd->hash = node_hash(nd, n);
+	nd->hash = block_hash(nd, n, e);
 	for (unsigned i = 0; i < n; i++)
 		fix_entry(f, nd->slot[i], depth + 1);
 }

@@ -114,7 +114,7 @@ static void del(ms_store *s, const char *key)
 
 struct moved {
 	struct table to;    /* old offset -> new offset */
-	struct table nodes; /* old offsets of index nodes */
+	struct table nodes; /* old offsets of index nodes (1) and buckets (2) */
 	struct blocks b;
 };
 
@@ -124,7 +124,7 @@ static int note_block(void *ctx, uint64_t off, uint64_t size, int is_node, const
 	(void)o;
 	if (table_get(&mv->to, off))
 		return 0; /* shared by both trees */
-	if (table_put(&mv->to, off, 0) || (is_node && table_put(&mv->nodes, off, 1)) ||
+	if (table_put(&mv->to, off, 0) || (is_node && table_put(&mv->nodes, off, (uint64_t)is_node)) ||
 	    blocks_push(&mv->b, off, size))
 		return MS_ENOMEM;
 	return 0;
@@ -184,13 +184,14 @@ static size_t compact(uint8_t **imgp, size_t len)
 	for (size_t k = 0; k < mv.b.len; k++) {
 		uint64_t from = mv.b.v[k].off, to = *table_get(&mv.to, from);
 		memcpy(out + to, img + from, (size_t)mv.b.v[k].size);
-		if (!table_get(&mv.nodes, from))
+		const uint64_t *kind = table_get(&mv.nodes, from);
+		if (!kind)
 			continue;
 		struct disk_node *nd = (struct disk_node *)(out + to);
-		unsigned n = (unsigned)((mv.b.v[k].size - sizeof *nd) / 8);
+		unsigned n = *kind == 2 ? nd->bitmap : (unsigned)((mv.b.v[k].size - sizeof *nd) / 8);
 		for (unsigned j = 0; j < n; j++)
 			nd->slot[j] = moved_ent(&mv, nd->slot[j]);
-		nd->hash = node_hash(nd, n);
+		nd->hash = *kind == 2 ? bucket_hash(nd, n) : node_hash(nd, n);
 	}
 	for (unsigned i = 0; i < 2; i++) {
 		struct disk_meta *m = (struct disk_meta *)(out + i * MS_PAGE);
