@@ -80,7 +80,7 @@ static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefi
 	uint32_t bits = list ? 0 : nd->bitmap;
 	if (depth == MS_MAX_DEPTH - 1 && (bits >> 16))
 		return walk_fail(w, ent_off(ent), "index node uses hash bits that do not exist");
-	/* Deletes pull a lone object up into its parent, so the trie's shape depends only on its keys
+	/* Deletes pull a lone object up into its parent, so no node or bucket below the root holds one
 	 * (format.md). Lookups do not need it; ms_check names it (open does not refuse it). */
 	if (w->report && depth > 0 && n == 1 && !ent_is_node(nd->slot[0]) &&
 	    (rc = walk_fail(w, ent_off(ent), "index node or bucket below the root holds a single object (the trie is not canonical)")))

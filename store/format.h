@@ -43,8 +43,8 @@
  *   0   hash         4  low 32 bits of XXH3-64 (seed MS_SEED_BUCKET) of bytes [4, 8 + 8*n)
  *   4   count        4  n, 1..MS_BUCKET_MAX (a bucket lies at a depth below MS_MAX_DEPTH)
  *   8   slot[n]      8n object entries
- *       (spare)         the block holds bucket_cap(n) slots (15, 31, 47 or 63): buckets come in four
- *                       sizes, so they fill four size classes, and a fresh one grows in place
+ *       (spare)         the block holds bucket_cap(n) slots (15, 31 or 63: 128, 256 or 512 bytes), so
+ *                       buckets fill three size classes, and a fresh one grows in place
  *
  * Entry (8 bytes, in a node slot or in meta.root)
  *   bits 0..1    00: an object; 01: an index node; 11: a bucket (10 is invalid)

@@ -23,7 +23,10 @@
 #include "internal.h"
 
 #define LOCK_MAGIC 0x31004b434f4c534dull /* "MSLOCK\0" 1 */
-#define LOCK_VERSION 1u
+/* 2: the library of format version 2. Processes of different versions must not share a store: an
+ * older one skips a newer meta page it cannot read, takes the commit before it for the newest and
+ * writes its own commit over the newer one. */
+#define LOCK_VERSION 2u
 
 static uint64_t now_ns(void)
 {

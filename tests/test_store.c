@@ -367,3 +367,50 @@ Test(upgrade, a_version_1_file_is_read_as_it_is_and_written_as_version_2)
 	cr_assert_eq(tu_stat(s).objects, 270u + 2000u);
 	tu_close(s);
 }
+
+/* A full bucket splits by the full hashes of its objects, read from their keys: an object filed under
+ * a hash its key does not have is damage the split reports (MS_ECORRUPT), not a broken assumption. */
+Test(collide, a_split_that_meets_a_misfiled_object_is_ecorrupt)
+{
+	ms_test_hash_mask = 0; /* every key files at hash 0: one root bucket */
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	char k[16];
+	for (unsigned i = 0; i < MS_BUCKET_MAX; i++) {
+		snprintf(k, sizeof k, "m%u", i);
+		tu_puts(s, k, "v");
+	}
+	tu_close(s);
+	ms_test_hash_mask = ~0ull;
+	s = tu_open(p, 0, 0);
+	int rc = ms_put(s, "one more", 8, "v", 1);
+	cr_assert_eq(rc, MS_ECORRUPT, "a split over misfiled objects = %d (%s)", rc, ms_strerror(rc));
+	tu_close(s);
+}
+
+/* Processes of different library versions must not share a store (an older one would commit over a
+ * newer meta page it cannot read): the lock file carries the version, and a handle of another
+ * version is refused while the first is open. */
+Test(upgrade, a_lock_file_of_another_version_is_refused)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	char lp[PATH_MAX];
+	snprintf(lp, sizeof lp, "%s-lock", p);
+	int fd = open(lp, O_RDWR);
+	cr_assert_geq(fd, 0);
+	uint32_t v, old = 1;
+	off_t at = (off_t)__builtin_offsetof(struct lock_file, version);
+	cr_assert_eq(pread(fd, &v, sizeof v, at), (ssize_t)sizeof v);
+	cr_assert_eq(pwrite(fd, &old, sizeof old, at), (ssize_t)sizeof old); /* as a version 1 process left it */
+	ms_options o = { 0 };
+	ms_store *s2 = NULL;
+	int rc = ms_open(p, &o, &s2);
+	cr_assert_eq(rc, MS_EIO, "a second handle beside a lock file of version 1 = %d (%s)", rc, ms_strerror(rc));
+	cr_assert(strstr(ms_last_error(), "another version") != NULL, "%s", ms_last_error());
+	cr_assert_eq(pwrite(fd, &v, sizeof v, at), (ssize_t)sizeof v);
+	close(fd);
+	s2 = tu_open(p, 0, 0);
+	tu_close(s2);
+	tu_close(s);
+}

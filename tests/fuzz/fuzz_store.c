@@ -92,7 +92,7 @@ static void fix_entry(struct fix *f, uint64_t e, unsigned depth)
 	}
 	struct disk_node *nd = (struct disk_node *)(f->img + off);
 	unsigned n = block_slots(nd, e, depth);
-	if (n == 0 || node_size(n) > f->heap_end - off)
+	if (n == 0 || block_size(e, n) > f->heap_end - off)
 		return;
 	nd->hash = block_hash(nd, n, e);
 	for (unsigned i = 0; i < n; i++)
