@@ -174,8 +174,9 @@ static inline uint64_t obj_vlen(const struct disk_obj *o) { return o->vlen_flags
 static inline uint64_t obj_flags(const struct disk_obj *o) { return o->vlen_flags >> 48; }
 static inline uint64_t obj_size(uint64_t klen, uint64_t vlen) { return sizeof(struct disk_obj) + klen + vlen; }
 static inline uint64_t node_size(unsigned n) { return sizeof(struct disk_node) + 8ull * n; }
-/* Slots a bucket of n objects has room for: its block is node_size(bucket_cap(n)) bytes. */
-static inline unsigned bucket_cap(unsigned n) { return n <= 15 ? 15 : n <= 31 ? 31 : 63; }
+/* Slots a bucket of n objects has room for: its block is node_size(bucket_cap(n)) bytes (never fewer
+ * than n slots, even for a count no valid bucket has). */
+static inline unsigned bucket_cap(unsigned n) { return n <= 15 ? 15 : n <= 31 ? 31 : n <= 63 ? 63 : n; }
 /* The block size of the index block entry e points at, holding n slots. */
 static inline uint64_t block_size(uint64_t e, unsigned n)
 {
