@@ -578,7 +578,7 @@ int ms_txn_commit(ms_txn *t)
 			unsigned n = (unsigned)((size - sizeof *nd) / 8);
 			if (kind == FRESH_BUCKET && nd->bitmap <= n) /* a bucket's block has spare slots */
 				n = nd->bitmap;
-			nd->hash = kind == FRESH_BUCKET ? bucket_hash(nd, n) : node_hash(nd, n);
+			nd->hash = block_hash(nd, n, kind == FRESH_BUCKET ? ENT_NODE | ENT_BUCKET : ENT_NODE);
 		} else if (kind == FRESH_OBJ_UNHASHED) {
 			struct disk_obj *o = (struct disk_obj *)(t->base + off);
 			o->hash = obj_hash(o);

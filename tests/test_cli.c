@@ -1288,18 +1288,20 @@ static void dmg_misplaced(struct img *im)
 	img_move(im, "bravo", img_free_slot(im, from, obj_size(5, DAMAGE_VLEN)) + 16);
 }
 
-/* Write an index block of n slots at the next free spot after *near (in its 4 KiB of a run). */
+/* Write an index block of n slots (its whole block size: a bucket has spare slots) at the next free
+ * spot after *near (in its 4 KiB of a run); *near moves past it, so blocks never overlap. */
 static uint64_t img_new_block(struct img *im, uint64_t *near, uint64_t kind, unsigned depth, uint32_t bitmap,
                               const uint64_t *slot, unsigned n)
 {
-	uint64_t at = img_free_slot(im, *near, obj_size(5, DAMAGE_VLEN));
+	uint64_t size = (block_size(kind, n) + 15) / 16 * 16;
+	uint64_t at = img_free_slot(im, *near, size);
 	struct disk_node *nd = (struct disk_node *)(im->b + at);
 	struct blk b = {nd, at | kind, depth};
 
 	nd->bitmap = bitmap;
 	memcpy(nd->slot, slot, 8ull * n);
 	node_rehash(&b);
-	*near = at;
+	*near = at + size;
 	return b.ent;
 }
 

@@ -191,7 +191,7 @@ static size_t compact(uint8_t **imgp, size_t len)
 		unsigned n = *kind == 2 ? nd->bitmap : (unsigned)((mv.b.v[k].size - sizeof *nd) / 8);
 		for (unsigned j = 0; j < n; j++)
 			nd->slot[j] = moved_ent(&mv, nd->slot[j]);
-		nd->hash = *kind == 2 ? bucket_hash(nd, n) : node_hash(nd, n);
+		nd->hash = block_hash(nd, n, *kind == 2 ? ENT_NODE | ENT_BUCKET : ENT_NODE);
 	}
 	for (unsigned i = 0; i < 2; i++) {
 		struct disk_meta *m = (struct disk_meta *)(out + i * MS_PAGE);
