@@ -364,6 +364,7 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 		goto done;
 	}
 	struct disk_meta m[2];
+	struct disk_rec rec[2][MS_REC_MAX];
 	int mrc[2];
 	const char *why[2] = { NULL, NULL };
 	for (int i = 0; i < 2; i++) {
@@ -372,6 +373,11 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 			goto out;
 		}
 		mrc[i] = meta_check(&m[i], size, &why[i]);
+		if (mrc[i] == 0 && m[i].rec_count &&
+		    sys_pread_full(fd, rec[i], m[i].rec_count * sizeof rec[i][0], (uint64_t)i * MS_PAGE + sizeof m[i])) {
+			rc = err_errno(MS_EIO, errno, "read %s", path);
+			goto out;
+		}
 		if (mrc[i] == 0 && m[i].txnid % 2 != (uint64_t)i)
 			mrc[i] = MS_ECORRUPT, why[i] = "transaction id in the wrong meta page";
 	}
@@ -393,12 +399,23 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 	if ((rc = map_guard_add(map, size, &faulted))) /* a truncation while checking is no SIGBUS */
 		goto out;
 	guarded = true;
+	bool cut_short = false;
+	if (mrc[1 - newest] == 0 && meta_record_check(map, &m[newest], rec[newest], &why[newest]) &&
+	    !meta_record_check(map, &m[1 - newest], rec[1 - newest], &why[1 - newest])) {
+		/* The newest commit was cut short by a crash before its one sync finished: what opens is
+		 * the commit before it, which that sync left intact. No problem of the file. */
+		newest = 1 - newest;
+		cut_short = true;
+	} else if (meta_record_check(map, &m[newest], rec[newest], &why[newest])) {
+		problem(&ck, (uint64_t)newest * MS_PAGE, "meta page %d: %s", newest, why[newest]);
+		goto done;
+	}
 	cs.txn_id = m[newest].commit_id;
 	if ((rc = check_tree(&ck, map, &m[newest], &cs))) {
 		rc = err_set(rc, "check %s: out of memory", path);
 		goto out;
 	}
-	if (ck.problems && mrc[1 - newest] == 0) {
+	if (ck.problems && mrc[1 - newest] == 0 && !cut_short) {
 		/* Say whether the store still opens, at the commit before. */
 		struct checker quiet = { NULL, NULL, 0 };
 		ms_check_stats older;

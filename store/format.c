@@ -39,5 +39,27 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 		return *why = "unknown meta flags", MS_ECORRUPT;
 	if (m->obj_bytes + m->node_bytes > m->heap_end - MS_HEAP_START || m->live_bytes > m->obj_bytes)
 		return *why = "space totals exceed the heap", MS_ECORRUPT;
+	if (m->rec_count > MS_REC_MAX || (m->rec_count && (m->version < 3 || (m->flags & MS_META_NOSYNC))))
+		return *why = "bad commit record", MS_ECORRUPT;
+	return 0;
+}
+
+int meta_record_check(const uint8_t *base, const struct disk_meta *m, const struct disk_rec *rec, const char **why)
+{
+	if (m->rec_count == 0)
+		return 0;
+	if (rec_hash(rec, m->rec_count * sizeof *rec) != m->rec_hash)
+		return *why = "commit record checksum mismatch", MS_ECORRUPT;
+	uint64_t total = 0;
+	for (uint64_t i = 0; i < m->rec_count; i++) {
+		const struct disk_rec *r = &rec[i];
+		if (r->off < MS_HEAP_START || (r->off & (MS_ALIGN - 1)) || r->len == 0 || r->off > m->heap_end ||
+		    r->len > m->heap_end - r->off || r->len > MS_REC_MAX_BYTES - total)
+			return *why = "commit record lists a block out of range", MS_ECORRUPT;
+		total += r->len;
+		if (rec_hash(base + r->off, r->len) != r->hash)
+			return *why = "a block of the newest commit does not hold what its commit record says "
+			              "(the commit was cut short by a crash)", MS_ECORRUPT;
+	}
 	return 0;
 }

@@ -9,7 +9,7 @@
  *   offset 8192   heap: objects, index nodes and the allocator checkpoint, 16-byte aligned blocks,
  *                 handed out by alloc/ over [MS_HEAP_START, meta.heap_end)
  *
- * Meta page (struct disk_meta, at the start of its page; the rest of the page is zero)
+ * Meta page (struct disk_meta, at the start of its page, then the commit record; the rest is zero)
  *   0   magic        8  MS_MAGIC
  *   8   version      4  format version (MS_FORMAT_VERSION)
  *   12  page_size    4  MS_PAGE
@@ -28,8 +28,14 @@
  *   112 flags        8  MS_META_NOSYNC: this commit was written without syncs
  *   120 created      8  creation time, seconds since the epoch
  *   128 commit_id    8  id of the newest user commit (ms_stats.txn_id); a clean close does not advance it
- *   136 reserved    48  zero
+ *   136 rec_count    8  entries in the commit record (format version 3; 0: none), <= MS_REC_MAX
+ *   144 rec_hash     8  XXH3-64 (seed MS_SEED_REC) of the record's rec_count * 24 bytes
+ *   152 reserved    32  zero
  *   184 hash         8  XXH3-64 (seed MS_SEED_META) of bytes [0, 184)
+ *   192 record      24n the blocks this commit wrote, when it was made durable by one sync (struct
+ *                       disk_rec: offset, length, XXH3-64 with seed MS_SEED_REC of those bytes). The
+ *                       meta is adopted only if every listed block holds those bytes: a crash during
+ *                       the sync that wrote meta and blocks together leaves the meta unadopted.
  *
  * Index node (struct disk_node): a node of a hash array mapped trie, 5 bits of the key hash per level
  *   0   hash         4  low 32 bits of XXH3-64 (seed MS_SEED_NODE) of bytes [4, 8 + 8*n)
@@ -61,8 +67,11 @@
  * Invariants
  *   I1  A meta is valid when its hash matches, magic, version <= MS_FORMAT_VERSION, page size, and all
  *       of its offsets lie within [MS_HEAP_START, heap_end) and heap_end <= file size.
- *   I2  Open uses the valid meta with the highest txnid; the two pages hold txnids of different parity
- *       (a commit with id t writes page t % 2), so a torn write can only lose the newer one.
+ *   I2  Open uses the valid meta with the highest txnid whose commit record (if any) matches the
+ *       blocks it lists; the two pages hold txnids of different parity (a commit with id t writes
+ *       page t % 2), so a torn write can only lose the newer one. A meta with a record is written
+ *       only over a commit that is durable: the other page's meta, which is what opens if the record
+ *       does not match.
  *   I3  Every block reachable from the root lies inside [MS_HEAP_START, heap_end), is 16-byte aligned,
  *       and no two reachable blocks overlap.
  *   I4  A node at level d < MS_MAX_DEPTH has a non-zero bitmap; entry i of its slot array is the one
@@ -86,7 +95,7 @@
 #endif
 
 #define MS_MAGIC 0x3130455254534d89ull /* "\x89MSTRE01" read as a little-endian integer */
-#define MS_FORMAT_VERSION 2u /* 2: buckets; a version 1 file is read as it is */
+#define MS_FORMAT_VERSION 3u /* 2: buckets; 3: commit records; older files are read as they are */
 #define MS_PAGE 4096u
 #define MS_HEAP_START (2u * MS_PAGE)
 #define MS_ALIGN 16u
@@ -100,6 +109,7 @@
 #define MS_SEED_NODE 0x6e6f6465ull
 #define MS_SEED_BUCKET 0x6275636bull
 #define MS_SEED_CKPT 0x636b7074ull
+#define MS_SEED_REC 0x7265636full
 
 #define MS_META_NOSYNC 0x1ull
 
@@ -127,9 +137,20 @@ struct disk_meta {
 	uint64_t flags;
 	uint64_t created;
 	uint64_t commit_id;
-	uint64_t reserved[6];
+	uint64_t rec_count;
+	uint64_t rec_hash;
+	uint64_t reserved[4];
 	uint64_t hash;
 };
+
+/* An entry of a meta page's commit record: a block the commit wrote. */
+struct disk_rec {
+	uint64_t off;
+	uint64_t len;
+	uint64_t hash;
+};
+#define MS_REC_MAX ((MS_PAGE - sizeof(struct disk_meta)) / sizeof(struct disk_rec)) /* 162 */
+#define MS_REC_MAX_BYTES (1ull << 20) /* most bytes a record lists (what an open hashes to check it) */
 _Static_assert(sizeof(struct disk_meta) == 192, "disk_meta size");
 _Static_assert(__builtin_offsetof(struct disk_meta, txnid) == 16, "disk_meta.txnid");
 _Static_assert(__builtin_offsetof(struct disk_meta, root) == 24, "disk_meta.root");
@@ -137,7 +158,9 @@ _Static_assert(__builtin_offsetof(struct disk_meta, heap_end) == 64, "disk_meta.
 _Static_assert(__builtin_offsetof(struct disk_meta, ckpt_off) == 80, "disk_meta.ckpt_off");
 _Static_assert(__builtin_offsetof(struct disk_meta, flags) == 112, "disk_meta.flags");
 _Static_assert(__builtin_offsetof(struct disk_meta, commit_id) == 128, "disk_meta.commit_id");
+_Static_assert(__builtin_offsetof(struct disk_meta, rec_count) == 136, "disk_meta.rec_count");
 _Static_assert(__builtin_offsetof(struct disk_meta, hash) == 184, "disk_meta.hash");
+_Static_assert(sizeof(struct disk_rec) == 24, "disk_rec size");
 
 struct disk_node {
 	uint32_t hash;

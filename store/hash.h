@@ -59,6 +59,12 @@ static inline uint64_t meta_hash(const struct disk_meta *m)
 	return XXH3_64bits_withSeed(m, __builtin_offsetof(struct disk_meta, hash), MS_SEED_META);
 }
 
+/* A commit record: the list itself (meta.rec_hash), and each block it lists. */
+static inline uint64_t rec_hash(const void *p, size_t len)
+{
+	return XXH3_64bits_withSeed(p, len, MS_SEED_REC);
+}
+
 static inline uint64_t blob_hash(const void *p, size_t len)
 {
 	return XXH3_64bits_withSeed(p, len, MS_SEED_CKPT);

@@ -94,6 +94,9 @@ void blocks_free(struct blocks *b);
 /* Validate a meta read from the file of file_size bytes: 0, MS_ECORRUPT or MS_EVERSION, with a reason
  * in *why (static text). */
 int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why);
+/* Do the blocks meta m's commit record lists (rec: its entries; base: a mapping of at least
+ * m->heap_end bytes) hold what it says? 0 or MS_ECORRUPT with *why. m must have passed meta_check. */
+int meta_record_check(const uint8_t *base, const struct disk_meta *m, const struct disk_rec *rec, const char **why);
 
 /* ---- the committed state a snapshot sees ---- */
 struct snap {
@@ -222,6 +225,8 @@ struct ms_store {
 	uint64_t synced_txnid;     /* under lock */
 	uint64_t sync_gen, synced_gen; /* under lock */
 	struct quar q_held, q_zeroed; /* writer state */
+	uint64_t durable_txnid;    /* writer state: the commit this handle's own durable commit made
+	                              durable (0: none); a durable commit over it syncs once (txn.c) */
 	uint64_t quar_bytes;       /* rounded bytes in both queues (writer state) */
 
 	_Atomic uint64_t hits, misses;
@@ -309,8 +314,8 @@ static inline bool txn_own_writer(ms_store *s)
 int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off);
 void txn_release(struct ms_txn *t, uint64_t off, uint64_t size); /* a block this txn no longer needs */
 void readers_release_pending(ms_store *s); /* under wlock: hand reusable pending frees to alloc */
-int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint64_t ckpt_len,
-                     uint64_t ckpt_hash, uint64_t ckpt_txnid);
+int store_write_meta(ms_store *s, const struct snap *st, const struct disk_rec *rec, uint64_t n_rec,
+                     uint64_t ckpt_off, uint64_t ckpt_len, uint64_t ckpt_hash, uint64_t ckpt_txnid);
 void txn_end_all(ms_store *s);
 /* store.c: the snapshot of meta sequence t (the newest if t == 0), read from the mapping when another
  * process wrote it; MS_NOTFOUND when that meta page was overwritten meanwhile. */

@@ -23,10 +23,10 @@
 #include "internal.h"
 
 #define LOCK_MAGIC 0x31004b434f4c534dull /* "MSLOCK\0" 1 */
-/* 2: the library of format version 2. Processes of different versions must not share a store: an
+/* 2: the library of format version 2; 3: of version 3. Processes of different versions must not share a store: an
  * older one skips a newer meta page it cannot read, takes the commit before it for the newest and
  * writes its own commit over the newer one. */
-#define LOCK_VERSION 2u
+#define LOCK_VERSION 3u
 
 static uint64_t now_ns(void)
 {

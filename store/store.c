@@ -192,6 +192,15 @@ static int map_cover(ms_store *s, uint64_t end)
 	return map_extend(s, end); /* checks under its lock whether anything is to do */
 }
 
+/* Does the commit record of meta m, read from page `page` of the mapping, fail to match? */
+static bool meta_record_mismatch(ms_store *s, int page, const struct disk_meta *m)
+{
+	struct disk_rec rec[MS_REC_MAX];
+	memcpy(rec, s->base + (uint64_t)page * MS_PAGE + sizeof *m, m->rec_count * sizeof rec[0]);
+	const char *why;
+	return meta_record_check(s->base, m, rec, &why) != 0;
+}
+
 int store_snap(ms_store *s, uint64_t t, struct snap *out)
 {
 	pthread_mutex_lock(&s->lock);
@@ -209,19 +218,29 @@ int store_snap(ms_store *s, uint64_t t, struct snap *out)
 	atomic_thread_fence(memory_order_acquire);
 	struct stat sb;
 	uint64_t fsize = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
-	int best = -1;
+	bool ok[2];
 	for (int i = 0; i < 2; i++) {
 		const char *why;
-		if (meta_check(&m[i], fsize, &why) || m[i].txnid % 2 != (uint64_t)i || m[i].hash_seed != s->hash_seed)
-			continue;
-		if (t ? m[i].txnid == t : (best < 0 || m[i].txnid > m[best].txnid))
-			best = i;
+		ok[i] = meta_check(&m[i], fsize, &why) == 0 && m[i].txnid % 2 == (uint64_t)i &&
+		        m[i].hash_seed == s->hash_seed;
 	}
-	if (best < 0)
-		return MS_NOTFOUND;
-	int rc = map_cover(s, m[best].heap_end);
-	if (rc)
-		return rc;
+	int best = -1;
+	for (;;) {
+		best = -1;
+		for (int i = 0; i < 2; i++)
+			if (ok[i] && (t ? m[i].txnid == t : (best < 0 || m[i].txnid > m[best].txnid)))
+				best = i;
+		if (best < 0)
+			return MS_NOTFOUND;
+		int rc = map_cover(s, m[best].heap_end);
+		if (rc)
+			return rc;
+		/* The newest meta is taken only with its commit record matching (a published id needs no
+		 * such check: its commit finished). One that does not match is a commit a crash cut short. */
+		if (t || !m[best].rec_count || !meta_record_mismatch(s, best, &m[best]))
+			break;
+		ok[best] = false;
+	}
 	snap_from_meta(out, &m[best]);
 	pthread_mutex_lock(&s->lock);
 	if (out->txnid > s->cur.txnid)
@@ -392,6 +411,32 @@ int store_scrub(ms_store *s)
 	return rc;
 }
 
+static const uint8_t zero_page[MS_PAGE];
+
+/* Under the writer lock, with cur the newest commit store_snap takes: a valid meta with a commit
+ * record on the other page, newer than cur, is a commit a crash cut short (its record does not
+ * match). Erase it before anything is written, so that no commit writing the same bytes at the same
+ * places can make it whole again, and make sure no transaction of this handle builds on it. */
+static int erase_cut_short(ms_store *s, const struct snap *cur)
+{
+	uint64_t page = (cur->txnid + 1) % 2;
+	struct disk_meta om;
+	memcpy(&om, s->base + page * MS_PAGE, sizeof om);
+	const char *why;
+	if (meta_check(&om, cur->heap_end > om.heap_end ? cur->heap_end : om.heap_end, &why) ||
+	    om.txnid % 2 != page || om.txnid <= cur->txnid || !om.rec_count || om.hash_seed != s->hash_seed)
+		return 0;
+	if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, page * MS_PAGE) || ms_sys.fdatasync(s->fd)) {
+		s->failed = MS_EIO;
+		return err_errno(MS_EIO, errno, "erase the meta page of an unfinished commit in %s", s->path);
+	}
+	pthread_mutex_lock(&s->lock);
+	if (s->cur.txnid > cur->txnid)
+		s->cur = *cur;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 int store_writer_sync(ms_store *s)
 {
 	struct snap cur;
@@ -400,6 +445,8 @@ int store_writer_sync(ms_store *s)
 		rc = store_snap(s, 0, &cur); /* under the writer lock nobody rewrites a meta page */
 	if (rc)
 		return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no valid meta page", s->path) : rc;
+	if ((rc = erase_cut_short(s, &cur)))
+		return rc;
 	if (s->alloc && cur.txnid == s->alloc_txnid && !s->alloc_distrust)
 		return 0;
 	struct stat sb;
@@ -451,12 +498,16 @@ static int open_fd(ms_store *s, const ms_options *o)
 	}
 }
 
-static int meta_read(ms_store *s, struct disk_meta m[2], int rc_of[2], const char *why[2])
+static int meta_read(ms_store *s, struct disk_meta m[2], struct disk_rec rec[2][MS_REC_MAX], int rc_of[2],
+                     const char *why[2])
 {
 	for (int i = 0; i < 2; i++) {
 		if (sys_pread_full(s->fd, &m[i], sizeof m[i], (uint64_t)i * MS_PAGE))
 			return err_errno(MS_EIO, errno, "read meta page %d of %s", i, s->path);
 		rc_of[i] = meta_check(&m[i], s->file_size, &why[i]);
+		if (rc_of[i] == 0 && m[i].rec_count &&
+		    sys_pread_full(s->fd, rec[i], m[i].rec_count * sizeof rec[i][0], (uint64_t)i * MS_PAGE + sizeof m[i]))
+			return err_errno(MS_EIO, errno, "read meta page %d of %s", i, s->path);
 		if (rc_of[i] == 0 && m[i].txnid % 2 != (uint64_t)i) {
 			rc_of[i] = MS_ECORRUPT;
 			why[i] = "transaction id in the wrong meta page";
@@ -517,9 +568,10 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		goto fail;
 	}
 	struct disk_meta m[2];
+	struct disk_rec rec[2][MS_REC_MAX];
 	int mrc[2];
 	const char *why[2] = { NULL, NULL };
-	if ((rc = meta_read(s, m, mrc, why)))
+	if ((rc = meta_read(s, m, rec, mrc, why)))
 		goto fail;
 	if (mrc[0] == MS_EVERSION || mrc[1] == MS_EVERSION) {
 		rc = err_set(MS_EVERSION, "open %s: format version %u is newer than this library's %u", path,
@@ -550,9 +602,24 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	if (s->capacity && region_end > s->capacity)
 		region_end = m[order[0]].heap_end > s->capacity ? m[order[0]].heap_end : s->capacity / MS_ALIGN * MS_ALIGN;
 	const struct disk_meta *chosen = NULL, *damaged = NULL;
-	bool ckpt_used = false;
+	bool ckpt_used = false, reread = !first;
 	for (int k = 0; k < n_valid; k++) {
 		const struct disk_meta *mk = &m[order[k]];
+		const char *rwhy;
+		if (first && meta_record_check(s->base, mk, rec[order[k]], &rwhy)) {
+			/* The newest commit was cut short by a crash (its one sync did not finish): the one
+			 * before it is durable. Its page is erased by the first writer (erase_cut_short).
+			 * (A process that is not the first reads the meta pages again below: others may
+			 * have committed since they were read, and reused what the older one lists.) */
+			rc = err_set(MS_ECORRUPT, "open %s: meta page %d: %s", path, order[k], rwhy);
+			if (k + 1 == n_valid && !chosen) {
+				/* Neither matches: a process that came in after us may have committed
+				 * since the pages were read. Take the store as a later process would. */
+				chosen = mk;
+				reread = true;
+			}
+			continue;
+		}
 		if ((o->flags & MS_READONLY) || !first) {
 			/* Recovery is for the first process only; the others take the store as it is and
 			 * build their allocator under the writer lock when they first write. */
@@ -575,7 +642,6 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	if (damaged) {
 		/* Nobody may adopt it later (a reader picks the newest valid meta page): erase it. Only a
 		 * meta written without syncs is erased; any other damage is left as it is. */
-		static const uint8_t zero_page[MS_PAGE];
 		if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, (damaged->txnid % 2) * MS_PAGE) ||
 		    ms_sys.fdatasync(s->fd)) {
 			rc = err_errno(MS_EIO, errno, "erase the damaged meta page of %s", path);
@@ -585,11 +651,23 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	s->hash_seed = chosen->hash_seed;
 	s->created = chosen->created;
 	snap_from_meta(&s->cur, chosen);
+	if (reread) {
+		/* The newest commit now, whose record (if any) matches, read afresh. */
+		struct snap now;
+		int r = MS_NOTFOUND;
+		for (int tries = 0; r == MS_NOTFOUND && tries < 1000; tries++)
+			r = store_snap(s, 0, &now);
+		if (r) {
+			rc = r == MS_NOTFOUND ? err_set(MS_ECORRUPT, "open %s: no meta page holds a whole commit", path) : r;
+			goto fail;
+		}
+		s->cur = now;
+	}
 	if (s->alloc && !ckpt_used)
 		s->cur.ckpt_off = s->cur.ckpt_len = 0; /* not loaded: not booked, so nothing to release */
 	if (first)
-		atomic_store(&s->lf->txnid, chosen->txnid);
-	s->synced_txnid = chosen->txnid;
+		atomic_store(&s->lf->txnid, s->cur.txnid);
+	s->synced_txnid = s->cur.txnid;
 	if (s->alloc) {
 		s->alloc_txnid = chosen->txnid;
 		s->ckpt_on_disk = ckpt_used;
@@ -667,7 +745,7 @@ static int write_checkpoint(ms_store *s)
 	uint64_t h = blob_hash(s->base + off, cap);
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (checkpoint)", s->path);
-	if ((rc = store_write_meta(s, &st, off, cap, h, st.txnid)))
+	if ((rc = store_write_meta(s, &st, NULL, 0, off, cap, h, st.txnid)))
 		return rc;
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (close)", s->path);

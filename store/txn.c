@@ -508,9 +508,13 @@ void txn_end_all(ms_store *s)
 		ms_txn_abort(s->txns);
 }
 
-int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint64_t ckpt_len,
-                     uint64_t ckpt_hash, uint64_t ckpt_txnid)
+int store_write_meta(ms_store *s, const struct snap *st, const struct disk_rec *rec, uint64_t n_rec,
+                     uint64_t ckpt_off, uint64_t ckpt_len, uint64_t ckpt_hash, uint64_t ckpt_txnid)
 {
+	struct {
+		struct disk_meta m;
+		struct disk_rec rec[MS_REC_MAX];
+	} page;
 	struct disk_meta m;
 	memset(&m, 0, sizeof m);
 	m.magic = MS_MAGIC;
@@ -531,10 +535,44 @@ int store_write_meta(ms_store *s, const struct snap *st, uint64_t ckpt_off, uint
 	m.flags = st->flags;
 	m.created = s->created;
 	m.commit_id = st->commit_id;
+	m.rec_count = n_rec;
+	m.rec_hash = n_rec ? rec_hash(rec, n_rec * sizeof *rec) : 0;
 	m.hash = meta_hash(&m);
-	if (sys_pwrite_full(s->fd, &m, sizeof m, (st->txnid % 2) * MS_PAGE))
+	page.m = m;
+	if (n_rec)
+		memcpy(page.rec, rec, n_rec * sizeof *rec);
+	/* A record shorter than the last one on this page leaves stale entries past it: no reader looks
+	 * past rec_count, and the meta's hash covers the count. */
+	if (sys_pwrite_full(s->fd, &page, sizeof m + n_rec * sizeof *rec, (st->txnid % 2) * MS_PAGE))
 		return err_errno(MS_EIO, errno, "write meta page of %s", s->path);
 	return 0;
+}
+
+/* The commit record of t: every block it wrote, with the hash of its bytes, into rec (MS_REC_MAX
+ * entries). The number of entries, or 0 when they do not fit (the commit then syncs twice). */
+static uint64_t txn_record(const struct ms_txn *t, struct disk_rec *rec)
+{
+	if (t->fresh.len > MS_REC_MAX || t->fresh.len == 0)
+		return 0;
+	uint64_t n = 0, total = 0;
+	size_t pos = 0;
+	uint64_t off, v;
+	while (table_next(&t->fresh, &pos, &off, &v)) {
+		uint64_t kind = v >> FRESH_KIND_SHIFT, len = v & FRESH_SIZE_MASK;
+		if (kind == FRESH_BUCKET) { /* the spare slots past its count are not the bucket's */
+			const struct disk_node *nd = (const struct disk_node *)(t->base + off);
+			if (nd->bitmap <= (len - sizeof *nd) / 8)
+				len = node_size(nd->bitmap);
+		}
+		if (len > MS_REC_MAX_BYTES - total)
+			return 0;
+		total += len;
+		rec[n].off = off;
+		rec[n].len = len;
+		rec[n].hash = rec_hash(t->base + off, len);
+		n++;
+	}
+	return n;
 }
 
 /* A failed sync is never retried: the pages it covered may be gone from the cache (fsyncgate). */
@@ -609,7 +647,13 @@ int ms_txn_commit(ms_txn *t)
 		goto discard;
 	}
 	bool durable = !(s->flags & MS_NOSYNC);
-	if (durable && (rc = store_sync(s, "commit data")))
+	/* A durable commit over one this handle made durable itself syncs once: its meta page lists what
+	 * it wrote, and an open that finds a listed block other than listed takes the commit before,
+	 * which that sync left intact on the disk. Otherwise (the first commit since open, one over
+	 * another process's commit, or one too large to list) the data is synced before the meta. */
+	struct disk_rec rec[MS_REC_MAX];
+	uint64_t n_rec = durable && t->snap.txnid == s->durable_txnid ? txn_record(t, rec) : 0;
+	if (durable && !n_rec && (rc = store_sync(s, "commit data")))
 		goto discard;
 	if (map_faulted(s)) {
 		rc = map_fault_error(s);
@@ -629,9 +673,9 @@ int ms_txn_commit(ms_txn *t)
 		pthread_mutex_unlock(&s->lock);
 	}
 	/* The page the new meta overwrites, so a failed meta sync can take the commit back (below). */
-	struct disk_meta prev;
-	bool have_prev = durable && sys_pread_full(s->fd, &prev, sizeof prev, (next.txnid % 2) * MS_PAGE) == 0;
-	if ((rc = store_write_meta(s, &next, 0, 0, 0, 0))) {
+	uint8_t prev[MS_PAGE]; /* with its record */
+	bool have_prev = durable && sys_pread_full(s->fd, prev, sizeof prev, (next.txnid % 2) * MS_PAGE) == 0;
+	if ((rc = store_write_meta(s, &next, rec, n_rec, 0, 0, 0, 0))) {
 		s->failed = MS_EIO;
 		goto discard;
 	}
@@ -639,7 +683,7 @@ int ms_txn_commit(ms_txn *t)
 		/* MS_EIO says nothing of t is committed: put the previous meta back, so neither a reopen
 		 * nor another process's writer builds on a commit whose durability is unknown. */
 		if (have_prev)
-			sys_pwrite_full(s->fd, &prev, sizeof prev, (next.txnid % 2) * MS_PAGE);
+			sys_pwrite_full(s->fd, prev, sizeof prev, (next.txnid % 2) * MS_PAGE);
 		goto discard;
 	}
 
@@ -652,6 +696,8 @@ int ms_txn_commit(ms_txn *t)
 	}
 	readers_note_commit(s, next.txnid, p ? p->bytes : 0);
 	s->alloc_txnid = next.txnid;
+	if (durable)
+		s->durable_txnid = next.txnid;
 	pthread_mutex_lock(&s->lock);
 	s->cur = next;
 	if (durable)

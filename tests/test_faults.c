@@ -429,13 +429,18 @@ static void expect_refusing(ms_store *s, const struct model *m)
 	expect_model(s, m, "reads after a failed sync");
 }
 
-/* The commit's n-th fdatasync (0: of the data, 1: of the meta page) fails. */
-static void failed_commit_sync(int which)
+/* The commit's n-th fdatasync fails. The first commit after an open syncs twice (0: the data, 1: the
+ * meta page); a later one (reopen false) once, its meta page listing what it wrote (0). */
+static void failed_commit_sync(int which, bool reopen)
 {
 	const char *p = tu_path("s.ms");
 	struct model m;
 	seam_on();
 	ms_store *s = ten_keys(p, &m, 0);
+	if (reopen) {
+		tu_close(s);
+		s = tu_open(p, 0, 0);
+	}
 	ms_txn *t = tu_begin(s, 0);
 	cr_assert_eq(txn_put_i(t, 11, 5000, 11), 0);
 	cr_assert_eq(txn_put_i(t, 2, 70, 222), 0);
@@ -459,12 +464,17 @@ static void failed_commit_sync(int which)
 
 Test(faults, failed_sync_of_the_commit_data_is_eio_and_refuses_commits_until_reopen)
 {
-	failed_commit_sync(0);
+	failed_commit_sync(0, true);
 }
 
 Test(faults, failed_sync_of_the_commit_meta_is_eio_and_the_commit_stays_invisible)
 {
-	failed_commit_sync(1);
+	failed_commit_sync(1, true);
+}
+
+Test(faults, failed_single_sync_of_a_commit_with_a_record_is_eio_and_the_commit_stays_invisible)
+{
+	failed_commit_sync(0, false);
 }
 
 Test(faults, failed_write_of_the_meta_page_is_eio_and_refuses_commits_until_reopen)
@@ -561,7 +571,13 @@ Test(faults, every_acknowledged_commit_survives_failed_syncs_at_each_site)
 			cr_assert_eq(put_i(s, k, len, round * 100 + j), 0);
 			model_set(&m, k, len, round * 100 + j);
 		}
-		fault_set(&f_datasync, (int)(round % 2), 1, EIO);
+		/* The failing commit: one that syncs once (round % 3 == 0), or the first after a
+		 * reopen, which syncs its data (sync 0, round % 3 == 1) and then its meta page (1) */
+		if (round % 3) {
+			tu_close(s);
+			s = tu_open(p, 0, 0);
+		}
+		fault_set(&f_datasync, round % 3 == 2 ? 1 : 0, 1, EIO);
 		int rc = put_i(s, (round * 5) % MAXKEYS, 777, 99999);
 		cr_assert_eq(rc, MS_EIO);
 		ms_close(s);

@@ -732,7 +732,7 @@ Test(hostile, sound_head_with_garbage_behind_is_refused_or_reads_ecorrupt)
 #define FMT_VERSION_OFF 8
 #define FMT_HASH_OFF 184
 #define FMT_SEED_META 0x6d657461ull /* "meta"; store/format.h MS_SEED_META */
-#define FMT_NEWER 3 /* a version newer than this library's (2) */
+#define FMT_NEWER 4 /* a version newer than this library's (3) */
 
 static void set_meta_version(unsigned char *img, size_t page, uint32_t version)
 {

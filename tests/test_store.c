@@ -19,6 +19,7 @@ TestSuite(iter, .init = tu_setup, .fini = tu_teardown);
 TestSuite(collide, .init = tu_setup, .fini = tu_teardown);
 TestSuite(hash, .init = tu_setup, .fini = tu_teardown);
 TestSuite(upgrade, .init = tu_setup, .fini = tu_teardown);
+TestSuite(record, .init = tu_setup, .fini = tu_teardown);
 
 /* The node checksum takes a precomputed secret for speed; the format defines it as XXH3-64 with seed
  * MS_SEED_NODE, and the two must agree at every length a node can have. */
@@ -320,7 +321,7 @@ static void v1_read_all(ms_store *s)
 	}
 }
 
-Test(upgrade, a_version_1_file_is_read_as_it_is_and_written_as_version_2)
+Test(upgrade, a_version_1_file_is_read_as_it_is_and_written_in_the_current_version)
 {
 	const char *p = tu_path("v1.ms");
 	char cmd[2 * PATH_MAX + 64];
@@ -413,4 +414,90 @@ Test(upgrade, a_lock_file_of_another_version_is_refused)
 	s2 = tu_open(p, 0, 0);
 	tu_close(s2);
 	tu_close(s);
+}
+
+/* ---- commit records ------------------------------------------------------------------------------ */
+
+/* The meta page of page `page` with its commit record. */
+static void read_record(const char *path, int page, struct disk_meta *m, struct disk_rec *rec)
+{
+	int fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, m, sizeof *m, (off_t)page * MS_PAGE), (ssize_t)sizeof *m);
+	cr_assert_leq(m->rec_count, MS_REC_MAX);
+	ssize_t want = (ssize_t)(m->rec_count * sizeof *rec);
+	cr_assert_eq(pread(fd, rec, (size_t)want, (off_t)page * MS_PAGE + (off_t)sizeof *m), want);
+	close(fd);
+}
+
+/* A durable commit over this handle's own last commit lists what it wrote in its meta page; a copy of
+ * the file taken before the close is what a crash leaves. With one listed block damaged (the commit's
+ * one sync cut short), every open takes the commit before, ms_check finds no problem, a read-only open
+ * changes nothing, and the first writer erases the unfinished meta page. */
+Test(record, a_commit_whose_listed_block_does_not_match_gives_way_to_the_one_before)
+{
+	const char *p = tu_path("r.ms"), *crash = tu_path("crash.ms");
+	ms_store *s = tu_open(p, MS_CREATE, 0);
+	tu_puts(s, "one", "first value");  /* the first commit since the open: data synced, then meta */
+	tu_puts(s, "two", "second value"); /* over its own durable commit: one sync, with a record */
+	cr_assert(tu_copy_file(p, crash));
+	tu_close(s);
+
+	struct disk_meta m[2];
+	struct disk_rec rec[MS_REC_MAX];
+	int newest = -1;
+	for (int i = 0; i < 2; i++) {
+		read_record(crash, i, &m[i], rec);
+		if (newest < 0 || m[i].txnid > m[newest].txnid)
+			newest = i;
+	}
+	read_record(crash, newest, &m[newest], rec);
+	cr_assert_gt(m[newest].rec_count, 0, "the second commit has no commit record");
+	cr_assert_eq(m[1 - newest].rec_count, 0, "the first commit after the open has a commit record");
+
+	/* Intact, the crash copy opens at the second commit. */
+	const char *whole = tu_path("whole.ms");
+	cr_assert(tu_copy_file(crash, whole));
+	s = tu_open(whole, MS_READONLY, 0);
+	tu_expect_str(s, "two", "second value");
+	tu_close(s);
+
+	/* Damage the last byte of each listed block in turn (an object's value, a node's last slot). */
+	for (uint64_t i = 0; i < m[newest].rec_count; i++) {
+		const char *cut = tu_path("cut.ms");
+		cr_assert(tu_copy_file(crash, cut));
+		flip_byte(cut, rec[i].off + rec[i].len - 1);
+		ms_check_stats cs = tu_check_sound(cut);
+		cr_assert_eq(cs.txn_id, m[1 - newest].commit_id, "ms_check checked commit %llu", (unsigned long long)cs.txn_id);
+
+		tu_image before;
+		cr_assert(tu_image_take(cut, &before));
+		s = tu_open(cut, MS_READONLY, 0);
+		tu_expect_str(s, "one", "first value");
+		tu_expect_absent(s, "two");
+		cr_assert_eq(tu_stat(s).txn_id, m[1 - newest].commit_id);
+		tu_close(s);
+		const char *diff = tu_image_diff(cut, &before);
+		cr_assert_null(diff, "a read-only open of a file with an unfinished commit changed it: %s", diff);
+		tu_image_free(&before);
+
+		s = tu_open(cut, 0, 0);
+		tu_expect_absent(s, "two");
+		ms_txn_abort(tu_begin(s, 0)); /* a writer: it erases the unfinished commit's page first */
+		struct disk_meta e;
+		read_meta(cut, newest, &e);
+		cr_assert_eq(e.magic, 0, "the unfinished commit's meta page is still there");
+		tu_puts(s, "three", "third value");
+		tu_close(s);
+		s = tu_open(cut, MS_READONLY, 0);
+		tu_expect_str(s, "one", "first value");
+		tu_expect_absent(s, "two");
+		tu_expect_str(s, "three", "third value");
+		tu_close(s);
+		tu_check_sound(cut);
+		unlink(cut);
+		char lock[PATH_MAX];
+		snprintf(lock, sizeof lock, "%s-lock", cut);
+		unlink(lock);
+	}
 }
