@@ -235,9 +235,12 @@ int store_snap(ms_store *s, uint64_t t, struct snap *out)
 		int rc = map_cover(s, m[best].heap_end);
 		if (rc)
 			return rc;
-		/* The newest meta is taken only with its commit record matching (a published id needs no
-		 * such check: its commit finished). One that does not match is a commit a crash cut short. */
-		if (t || !m[best].rec_count || !meta_record_mismatch(s, best, &m[best]))
+		/* The newest meta is taken only with its commit record matching, unless its id is
+		 * published: then its sync finished, and a block that no longer matches is damage, for
+		 * the checksums to report, not a commit to take back. An unpublished one that does not
+		 * match is a commit a crash cut short. */
+		if (t || !m[best].rec_count || (s->lf && m[best].txnid <= atomic_load(&s->lf->txnid)) ||
+		    !meta_record_mismatch(s, best, &m[best]))
 			break;
 		ok[best] = false;
 	}
@@ -413,10 +416,10 @@ int store_scrub(ms_store *s)
 
 static const uint8_t zero_page[MS_PAGE];
 
-/* Under the writer lock, with cur the newest commit store_snap takes: a valid meta with a commit
- * record on the other page, newer than cur, is a commit a crash cut short (its record does not
- * match). Erase it before anything is written, so that no commit writing the same bytes at the same
- * places can make it whole again, and make sure no transaction of this handle builds on it. */
+/* Under the writer lock, with cur the newest commit store_snap takes: a valid, unpublished meta with
+ * a commit record on the other page, newer than cur, is a commit a crash cut short (its record does
+ * not match). Erase it before anything is written, so that no commit writing the same bytes at the
+ * same places can make it whole again. */
 static int erase_cut_short(ms_store *s, const struct snap *cur)
 {
 	uint64_t page = (cur->txnid + 1) % 2;
@@ -424,16 +427,13 @@ static int erase_cut_short(ms_store *s, const struct snap *cur)
 	memcpy(&om, s->base + page * MS_PAGE, sizeof om);
 	const char *why;
 	if (meta_check(&om, cur->heap_end > om.heap_end ? cur->heap_end : om.heap_end, &why) ||
-	    om.txnid % 2 != page || om.txnid <= cur->txnid || !om.rec_count || om.hash_seed != s->hash_seed)
+	    om.txnid % 2 != page || om.txnid <= cur->txnid || !om.rec_count || om.hash_seed != s->hash_seed ||
+	    om.txnid <= atomic_load(&s->lf->txnid))
 		return 0;
 	if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, page * MS_PAGE) || ms_sys.fdatasync(s->fd)) {
 		s->failed = MS_EIO;
 		return err_errno(MS_EIO, errno, "erase the meta page of an unfinished commit in %s", s->path);
 	}
-	pthread_mutex_lock(&s->lock);
-	if (s->cur.txnid > cur->txnid)
-		s->cur = *cur;
-	pthread_mutex_unlock(&s->lock);
 	return 0;
 }
 
@@ -447,6 +447,12 @@ int store_writer_sync(ms_store *s)
 		return rc == MS_NOTFOUND ? err_set(MS_ECORRUPT, "%s: no valid meta page", s->path) : rc;
 	if ((rc = erase_cut_short(s, &cur)))
 		return rc;
+	/* What this handle builds on is the newest commit on the disk, even when it once took a newer
+	 * one: a commit cut short, or one whose meta sync failed and whose page was put back. */
+	pthread_mutex_lock(&s->lock);
+	if (s->cur.txnid > cur.txnid)
+		s->cur = cur;
+	pthread_mutex_unlock(&s->lock);
 	if (s->alloc && cur.txnid == s->alloc_txnid && !s->alloc_distrust)
 		return 0;
 	struct stat sb;

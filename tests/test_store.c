@@ -501,3 +501,43 @@ Test(record, a_commit_whose_listed_block_does_not_match_gives_way_to_the_one_bef
 		unlink(lock);
 	}
 }
+
+/* A published commit is whole: a block of it that no longer matches its record (damage on the disk)
+ * is not taken for a commit cut short. Another handle's writer builds on it, erases nothing, and the
+ * damage is the checksums' to report. */
+Test(record, a_published_commit_is_never_taken_back_for_a_damaged_block)
+{
+	const char *p = tu_path("r.ms");
+	ms_store *a = tu_open(p, MS_CREATE, 0);
+	tu_puts(a, "one", "first value");
+	tu_puts(a, "two", "second value"); /* one sync, with a record */
+	struct disk_meta m[2];
+	struct disk_rec rec[MS_REC_MAX];
+	read_record(p, 0, &m[0], rec);
+	read_record(p, 1, &m[1], rec);
+	int newest = m[0].txnid > m[1].txnid ? 0 : 1;
+	read_record(p, newest, &m[newest], rec);
+	cr_assert_gt(m[newest].rec_count, 0);
+	/* Damage the object "two" (the listed block that is an object: its key follows the header). */
+	uint64_t obj = 0;
+	for (uint64_t i = 0; i < m[newest].rec_count; i++)
+		if (rec[i].len == sizeof(struct disk_obj) + 3 + strlen("second value"))
+			obj = rec[i].off;
+	cr_assert_neq(obj, 0, "no listed block is the object \"two\"");
+	flip_byte(p, obj + sizeof(struct disk_obj) + 3 + 2); /* a byte of its value */
+
+	ms_store *b = tu_open(p, 0, 0);
+	tu_puts(b, "three", "third value");
+	struct disk_meta e;
+	read_meta(p, newest, &e);
+	cr_assert_eq(e.txnid, m[newest].txnid, "the published commit's meta page was erased");
+	cr_assert_eq(e.commit_id, m[newest].commit_id);
+	tu_expect_str(b, "one", "first value");
+	tu_expect_str(b, "three", "third value");
+	char buf[32];
+	size_t len;
+	cr_assert_eq(ms_get(b, "two", 3, buf, sizeof buf, &len), MS_ECORRUPT, "the damaged object reads");
+	cr_assert_eq(tu_stat(b).txn_id, m[newest].commit_id + 1);
+	tu_close(b);
+	tu_close(a);
+}
