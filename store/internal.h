@@ -158,7 +158,10 @@ struct lock_file {
 };
 
 struct ms_store;
+/* Joins the processes that have the store open; *first: none had (then the lock file was set up
+ * anew, and openers wait until this one calls lock_ready after its recovery). */
 int lock_open(struct ms_store *s, bool *first);
+void lock_ready(struct ms_store *s);
 void lock_close(struct ms_store *s);
 bool lock_alone(struct ms_store *s);
 int lock_writer(struct ms_store *s, bool *owner_died);
@@ -177,6 +180,7 @@ struct ms_store {
 	char *path;
 	int fd;
 	int lock_fd;
+	bool setup_locked; /* this first opener still holds the lock file's flock (readers.c) */
 	struct lock_file *lf;
 	uint32_t pid;
 	uint64_t alloc_txnid; /* the commit the allocator describes; 0: none yet */

@@ -5,7 +5,10 @@
  *
  * Who is alive: every process with the store open holds a shared OFD lock on byte 0 of the lock file.
  * A process that gets the exclusive lock on it (under flock, which serialises openers) is alone, and
- * (re)initialises the table, then downgrades atomically to shared.
+ * (re)initialises the table, then downgrades atomically to shared. It keeps the flock until its open
+ * has finished recovery (lock_ready), so no other process opens, commits or reads meanwhile: recovery
+ * reads meta pages, rebuilds the allocator, publishes the commit it chose and may erase or zero pages,
+ * all of which assume nobody else is writing.
  */
 #define _GNU_SOURCE /* F_OFD_SETLK */
 #include <errno.h>
@@ -101,10 +104,14 @@ int lock_open(ms_store *s, bool *first)
 	if (*first) {
 		if ((rc = lock_init_table(s, s->lf)))
 			goto unlock;
-		if (ofd_lock(s->lock_fd, F_RDLCK, false)) { /* atomic downgrade: others may come in now */
+		/* An atomic downgrade to shared; the flock stays until lock_ready, after recovery. */
+		if (ofd_lock(s->lock_fd, F_RDLCK, false)) {
 			rc = err_errno(MS_EIO, errno, "lock %s", lp);
 			goto unlock;
 		}
+		s->pid = (uint32_t)getpid();
+		s->setup_locked = true;
+		goto out;
 	} else if (atomic_load(&s->lf->magic) != LOCK_MAGIC || s->lf->version != LOCK_VERSION ||
 	           s->lf->nslots != MS_READER_SLOTS) {
 		rc = err_set(MS_EIO, "lock file %s is not one this library uses (another version has the store open?)", lp);
@@ -118,14 +125,22 @@ out:
 	return rc;
 }
 
+void lock_ready(ms_store *s)
+{
+	if (s->setup_locked)
+		flock(s->lock_fd, LOCK_UN);
+	s->setup_locked = false;
+}
+
 void lock_close(ms_store *s)
 {
 	if (s->lf)
 		ms_sys.munmap(s->lf, sizeof *s->lf);
 	s->lf = NULL;
 	if (s->lock_fd >= 0)
-		ms_sys.close(s->lock_fd); /* drops the OFD lock */
+		ms_sys.close(s->lock_fd); /* drops the OFD lock, and the flock if lock_ready did not */
 	s->lock_fd = -1;
+	s->setup_locked = false;
 }
 
 bool lock_alone(ms_store *s)

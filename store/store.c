@@ -608,22 +608,17 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	if (s->capacity && region_end > s->capacity)
 		region_end = m[order[0]].heap_end > s->capacity ? m[order[0]].heap_end : s->capacity / MS_ALIGN * MS_ALIGN;
 	const struct disk_meta *chosen = NULL, *damaged = NULL;
-	bool ckpt_used = false, reread = !first;
+	bool ckpt_used = false;
 	for (int k = 0; k < n_valid; k++) {
 		const struct disk_meta *mk = &m[order[k]];
 		const char *rwhy;
 		if (first && meta_record_check(s->base, mk, rec[order[k]], &rwhy)) {
 			/* The newest commit was cut short by a crash (its one sync did not finish): the one
 			 * before it is durable. Its page is erased by the first writer (erase_cut_short).
-			 * (A process that is not the first reads the meta pages again below: others may
-			 * have committed since they were read, and reused what the older one lists.) */
+			 * Nobody else has the store open or can open it until lock_ready. (A process that
+			 * is not the first reads the meta pages again below: others may have committed
+			 * since they were read, and reused what the older one lists.) */
 			rc = err_set(MS_ECORRUPT, "open %s: meta page %d: %s", path, order[k], rwhy);
-			if (k + 1 == n_valid && !chosen) {
-				/* Neither matches: a process that came in after us may have committed
-				 * since the pages were read. Take the store as a later process would. */
-				chosen = mk;
-				reread = true;
-			}
 			continue;
 		}
 		if ((o->flags & MS_READONLY) || !first) {
@@ -657,8 +652,8 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	s->hash_seed = chosen->hash_seed;
 	s->created = chosen->created;
 	snap_from_meta(&s->cur, chosen);
-	if (reread) {
-		/* The newest commit now, whose record (if any) matches, read afresh. */
+	if (!first) {
+		/* The newest commit now, read afresh: taken with its record matching unless published. */
 		struct snap now;
 		int r = MS_NOTFOUND;
 		for (int tries = 0; r == MS_NOTFOUND && tries < 1000; tries++)
@@ -683,6 +678,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		if ((s->flags & MS_NOSYNC) && (rc = store_scrub(s)))
 			goto fail;
 	}
+	lock_ready(s);
 	*out = s;
 	return 0;
 fail:

@@ -75,8 +75,18 @@ static int x_fallocate(int fd, off_t off, off_t len)
 	return ms_sys_default.fallocate(fd, off, len);
 }
 
+static int datasync_signal_fd = -1;  /* a byte is written here as a slow fdatasync begins */
+static unsigned datasync_delay_ms;   /* each fdatasync first sleeps this long */
+
 static int x_fdatasync(int fd)
 {
+	if (datasync_delay_ms) {
+		if (datasync_signal_fd >= 0 && write(datasync_signal_fd, "s", 1) != 1)
+			return -1;
+		struct timespec ts = { (time_t)(datasync_delay_ms / 1000), (long)(datasync_delay_ms % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
 	if (fault_hit(&f_datasync)) {
 		errno = f_datasync.err;
 		return -1;
@@ -553,6 +563,45 @@ Test(faults, failed_sync_at_create_is_eio_and_leaves_no_store)
 	expect_no_leftovers("s.ms", "s.ms-lock");
 	struct model m = { 0 };
 	reopen_expect(p, &m, "the store created under a failed folder sync");
+}
+
+/* The first process to open a store recovers it (here: an MS_NOSYNC open zeroes free space between two
+ * syncs, each made slow) before any other process can open it: a second opener waits. */
+Test(faults, a_second_opener_waits_until_the_first_has_recovered_the_store)
+{
+	const char *p = tu_path("s.ms");
+	struct model m;
+	seam_on();
+	tu_close(ten_keys(p, &m, MS_NOSYNC));
+	int sig[2];
+	cr_assert_eq(pipe(sig), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		close(sig[0]);
+		datasync_signal_fd = sig[1];
+		datasync_delay_ms = 800;
+		ms_options o = { .flags = MS_NOSYNC };
+		ms_store *s = NULL;
+		if (ms_open(p, &o, &s) != 0)
+			_exit(1);
+		datasync_delay_ms = 0;
+		ms_close(s);
+		_exit(0);
+	}
+	close(sig[1]);
+	char c;
+	cr_assert_eq(read(sig[0], &c, 1), 1, "the first opener never synced");
+	double t0 = tu_now();
+	ms_store *s = tu_open(p, 0, 0); /* the child is inside its recovery now */
+	double waited = tu_now() - t0;
+	expect_model(s, &m, "opened after the first process's recovery");
+	tu_close(s);
+	int st;
+	cr_assert_eq(waitpid(pid, &st, 0), pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the first opener failed (status %#x)", st);
+	close(sig[0]);
+	cr_assert_geq(waited, 0.5, "the second open returned after %.3f s, while the first was recovering", waited);
 }
 
 Test(faults, every_acknowledged_commit_survives_failed_syncs_at_each_site)
