@@ -114,6 +114,13 @@ static bool fix_checksums(uint8_t *img, size_t size, const uint8_t *orig)
 			fix_entry(&f, m.root, 0);
 		if (m.ckpt_off >= MS_HEAP_START && m.ckpt_off < size && m.ckpt_len <= size - m.ckpt_off)
 			m.ckpt_hash = blob_hash(img + m.ckpt_off, (size_t)m.ckpt_len);
+		if (m.rec_count && m.rec_count <= MS_REC_MAX) { /* the commit record and what it lists */
+			struct disk_rec *rec = (struct disk_rec *)(img + (size_t)i * MS_PAGE + sizeof m);
+			for (uint64_t k = 0; k < m.rec_count; k++)
+				if (rec[k].off < size && rec[k].len <= MS_REC_MAX_BYTES && rec[k].len <= size - rec[k].off)
+					rec[k].hash = rec_hash(img + rec[k].off, (size_t)rec[k].len);
+			m.rec_hash = rec_hash(rec, m.rec_count * sizeof *rec);
+		}
 		m.hash = meta_hash(&m);
 		memcpy(img + (size_t)i * MS_PAGE, &m, sizeof m);
 	}

@@ -203,6 +203,21 @@ static size_t compact(uint8_t **imgp, size_t len)
 			m->root = moved_ent(&mv, m->root);
 		m->heap_end = end;
 		m->ckpt_off = m->ckpt_len = m->ckpt_txnid = m->ckpt_hash = 0;
+		if (m->rec_count) { /* the record again, over the moved blocks */
+			struct disk_rec *rec = (struct disk_rec *)(out + i * MS_PAGE + sizeof *m);
+			uint64_t n = 0;
+			for (uint64_t k = 0; k < m->rec_count && k < MS_REC_MAX; k++) {
+				const uint64_t *to = table_get(&mv.to, rec[k].off);
+				if (!to)
+					continue; /* not reachable from either tree: dropped */
+				rec[n].off = *to;
+				rec[n].len = rec[k].len;
+				rec[n].hash = rec_hash(out + *to, (size_t)rec[k].len);
+				n++;
+			}
+			m->rec_count = n;
+			m->rec_hash = rec_hash(rec, n * sizeof *rec);
+		}
 		m->hash = meta_hash(m);
 	}
 	table_free(&mv.to);
