@@ -515,35 +515,34 @@ int store_write_meta(ms_store *s, const struct snap *st, const struct disk_rec *
 		struct disk_meta m;
 		struct disk_rec rec[MS_REC_MAX];
 	} page;
-	struct disk_meta m;
-	memset(&m, 0, sizeof m);
-	m.magic = MS_MAGIC;
-	m.version = MS_FORMAT_VERSION;
-	m.page_size = MS_PAGE;
-	m.txnid = st->txnid;
-	m.root = st->root;
-	m.objects = st->objects;
-	m.live_bytes = st->live_bytes;
-	m.obj_bytes = st->obj_bytes;
-	m.node_bytes = st->node_bytes;
-	m.heap_end = st->heap_end;
-	m.hash_seed = s->hash_seed;
-	m.ckpt_off = ckpt_off;
-	m.ckpt_len = ckpt_len;
-	m.ckpt_hash = ckpt_hash;
-	m.ckpt_txnid = ckpt_txnid;
-	m.flags = st->flags;
-	m.created = s->created;
-	m.commit_id = st->commit_id;
-	m.rec_count = n_rec;
-	m.rec_hash = n_rec ? rec_hash(rec, n_rec * sizeof *rec) : 0;
-	m.hash = meta_hash(&m);
-	page.m = m;
+	memset(&page.m, 0, sizeof page.m);
+	struct disk_meta *m = &page.m;
+	m->magic = MS_MAGIC;
+	m->version = MS_FORMAT_VERSION;
+	m->page_size = MS_PAGE;
+	m->txnid = st->txnid;
+	m->root = st->root;
+	m->objects = st->objects;
+	m->live_bytes = st->live_bytes;
+	m->obj_bytes = st->obj_bytes;
+	m->node_bytes = st->node_bytes;
+	m->heap_end = st->heap_end;
+	m->hash_seed = s->hash_seed;
+	m->ckpt_off = ckpt_off;
+	m->ckpt_len = ckpt_len;
+	m->ckpt_hash = ckpt_hash;
+	m->ckpt_txnid = ckpt_txnid;
+	m->flags = st->flags;
+	m->created = s->created;
+	m->commit_id = st->commit_id;
+	m->rec_count = n_rec;
+	m->rec_hash = n_rec ? rec_hash(rec, n_rec * sizeof *rec) : 0;
+	m->hash = meta_hash(m);
 	if (n_rec)
 		memcpy(page.rec, rec, n_rec * sizeof *rec);
 	/* A record shorter than the last one on this page leaves stale entries past it: no reader looks
 	 * past rec_count, and the meta's hash covers the count. */
-	if (sys_pwrite_full(s->fd, &page, sizeof m + n_rec * sizeof *rec, (st->txnid % 2) * MS_PAGE))
+	if (sys_pwrite_full(s->fd, &page, sizeof *m + n_rec * sizeof *rec, (st->txnid % 2) * MS_PAGE))
 		return err_errno(MS_EIO, errno, "write meta page of %s", s->path);
 	return 0;
 }

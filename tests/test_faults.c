@@ -487,6 +487,43 @@ Test(faults, failed_single_sync_of_a_commit_with_a_record_is_eio_and_the_commit_
 	failed_commit_sync(0, false);
 }
 
+/* The fdatasync calls of one commit of store s. */
+static int syncs_of_put(ms_store *s, unsigned i, size_t len)
+{
+	fault_set(&f_datasync, 0, 0, 0);
+	cr_assert_eq(put_i(s, i, len, i), 0);
+	return f_datasync.calls;
+}
+
+/* Two syncs for the first commit of a handle, one over its own durable commit, two again over another
+ * handle's commit and for a commit too large for a record. */
+Test(faults, a_durable_commit_syncs_once_over_its_handles_own_durable_commit)
+{
+	const char *p = tu_path("s.ms");
+	struct model m;
+	seam_on();
+	tu_close(ten_keys(p, &m, 0));
+	ms_store *a = tu_open(p, 0, 0), *b = tu_open(p, 0, 0);
+	cr_assert_eq(syncs_of_put(a, 1, 100), 2, "the first commit of a handle");
+	cr_assert_eq(syncs_of_put(a, 2, 100), 1, "a commit over the handle's own");
+	cr_assert_eq(syncs_of_put(a, 3, 100), 1, "the next one");
+	cr_assert_eq(syncs_of_put(b, 4, 100), 2, "a commit over another handle's commit");
+	cr_assert_eq(syncs_of_put(b, 5, 100), 1, "and the one after it");
+	cr_assert_eq(syncs_of_put(a, 6, 100), 2, "back over the other handle's commit");
+	cr_assert_eq(syncs_of_put(a, 7, (size_t)MS_REC_MAX_BYTES + 1), 2, "a commit past the record's bytes");
+	ms_txn *t = tu_begin(a, 0);
+	for (unsigned i = 0; i < MS_REC_MAX; i++) { /* more blocks than a record lists: an object each */
+		char k[16];
+		snprintf(k, sizeof k, "many%03u", i);
+		cr_assert_eq(ms_txn_put(t, k, strlen(k), k, strlen(k)), 0);
+	}
+	fault_set(&f_datasync, 0, 0, 0);
+	tu_commit(t);
+	cr_assert_eq(f_datasync.calls, 2, "a commit of more blocks than a record lists");
+	tu_close(b);
+	tu_close(a);
+}
+
 Test(faults, failed_write_of_the_meta_page_is_eio_and_refuses_commits_until_reopen)
 {
 	const char *p = tu_path("s.ms");
