@@ -4,8 +4,8 @@
 #   bash bench/run.sh [--build-dir DIR] [--update-docs] [--lmdb-only] [-- ARGS FOR ms_bench_kv]
 #
 #   --build-dir DIR  where to build (default: /tmp/mstore-bench-build). Configured with
-#                    CMAKE_BUILD_TYPE=Release and MSTORE_BUILD_TESTS=OFF: the test option turns on
-#                    the library's internal assertions (MS_DEBUG), which must not be measured.
+#                    CMAKE_BUILD_TYPE=Release and MSTORE_BUILD_TESTS=OFF; the benchmarks link the
+#                    release library (no internal assertions), the one cmake --install puts in place.
 #   --update-docs    also rewrite the figures block of docs/benchmarks.md (between the
 #                    BENCH:BEGIN and BENCH:END markers) with this run's table, the date and the machine.
 #   --lmdb-only      build the LMDB half alone with cc (-DMSB_LMDB_ONLY), without CMake or mstore.

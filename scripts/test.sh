@@ -21,18 +21,21 @@ run_suite() { # name, build dir, ctest regex (empty: all), cmake args...
 }
 
 mkdir -p build
-run_suite "release build" build/test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# The normal build's public-API tests link the release library (the installed one); the sanitizer
+# builds link them against the debug variant, whose internal assertions and audit are on.
+run_suite "release build" build/test "" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMSTORE_BUILD_TESTS=ON \
+	-DMSTORE_BUILD_BENCH=ON -DMSTORE_TEST_LIB=release
 if [ "${MSTORE_TEST_SANITIZE:-1}" != 0 ]; then
 	# Criterion forks each test; ASan's leak checker runs in every child.
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 	run_suite "ASan+UBSan build" build/asan "" -DCMAKE_BUILD_TYPE=Debug -DMSTORE_SANITIZE=address,undefined \
-		-DMSTORE_BUILD_BENCH=OFF
+		-DMSTORE_BUILD_TESTS=ON -DMSTORE_BUILD_BENCH=OFF -DMSTORE_TEST_LIB=debug
 	# TSan runs the threaded tests: readers and writers sharing one handle.
 	if ls tests/test_tsan.c >/dev/null 2>&1; then
 		export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
 		run_suite "TSan build" build/tsan "test_tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-			-DMSTORE_SANITIZE=thread -DMSTORE_BUILD_BENCH=OFF
+			-DMSTORE_SANITIZE=thread -DMSTORE_BUILD_TESTS=ON -DMSTORE_BUILD_BENCH=OFF -DMSTORE_TEST_LIB=debug
 	fi
 fi
 if [ "${MSTORE_TEST_FUZZ:-1}" != 0 ]; then
