@@ -257,7 +257,7 @@ static int op_alloc(struct op *op, uint64_t size, int kind, ms_off *off)
 {
 	if (NEVER(op->n_new == OP_MAX_BLOCKS))
 		return MS_ECORRUPT;
-	int rc = txn_alloc(op->t, size, kind, off);
+	int rc = space_alloc(op->t, size, kind, off);
 	if (rc)
 		return rc;
 	op->newb[op->n_new].off = *off;
@@ -290,14 +290,14 @@ static int op_retire(struct op *op, ms_off off, uint64_t size, bool node)
 static void op_fail(struct op *op)
 {
 	for (unsigned i = op->n_new; i-- > 0;)
-		txn_release(op->t, op->newb[i].off, op->newb[i].size);
+		space_release(op->t, op->newb[i].off, op->newb[i].size);
 	op->n_new = 0;
 }
 
 static void op_done(struct op *op)
 {
 	for (unsigned i = 0; i < op->n_old; i++)
-		txn_release(op->t, op->oldb[i].off, op->oldb[i].size);
+		space_release(op->t, op->oldb[i].off, op->oldb[i].size);
 	op->t->snap.obj_bytes = (uint64_t)((int64_t)op->t->snap.obj_bytes + op->d_obj_bytes);
 	op->t->snap.node_bytes = (uint64_t)((int64_t)op->t->snap.node_bytes + op->d_node_bytes);
 	op->t->gen++;
@@ -640,4 +640,176 @@ int index_del(struct ms_txn *t, uint64_t h, const void *key, size_t klen)
 	t->snap.root = root;
 	op_done(&op);
 	return 0;
+}
+
+/* ---- walking a committed tree ----
+ *
+ * Every reachable block of a tree, for the allocator's rebuild (index_collect) and for ms_check
+ * (index_walk_report, which goes on past a problem and reports each). The walk is bounded on hostile
+ * input: depth by the hash width, and the number of blocks visited by what the heap can hold, so a
+ * file whose nodes share or loop cannot make it run away.
+ */
+
+struct walk {
+	const struct ictx *c;
+	uint64_t seed;
+	bool verify_objects;
+	index_visit_fn fn;
+	void *ctx;
+	uint64_t visits, max_visits;
+	/* Where the first problem is, or (with report) every problem, walk on. */
+	uint64_t bad_off;
+	const char *why;
+	void (*report)(void *rctx, uint64_t off, const char *why);
+	void *rctx;
+	uint64_t problems;
+};
+
+static int walk_fail(struct walk *w, uint64_t off, const char *why)
+{
+	if (!w->bad_off && !w->why) {
+		w->bad_off = off;
+		w->why = why;
+	}
+	w->problems++;
+	if (w->report) {
+		w->report(w->rctx, off, why);
+		return 0; /* go on with the siblings */
+	}
+	return MS_ECORRUPT;
+}
+
+/* An object's bounds and header, and its checksum only when asked (a rebuild after a synced commit
+ * need not read every value). */
+static int obj_at(struct walk *w, uint64_t e, const struct disk_obj **out)
+{
+	if (w->verify_objects)
+		return index_obj(w->c, e, out);
+	if (e & 0xf)
+		return MS_ECORRUPT;
+	const struct disk_obj *o = map_ptr(w->c, ent_off(e), sizeof *o);
+	if (!o || o->klen == 0 || obj_flags(o) || !map_ptr(w->c, ent_off(e), obj_size(o->klen, obj_vlen(o))))
+		return MS_ECORRUPT;
+	*out = o;
+	return 0;
+}
+
+static int walk_rec(struct walk *w, uint64_t ent, unsigned depth, uint64_t prefix)
+{
+	const struct disk_node *nd;
+	unsigned n;
+	if (++w->visits > w->max_visits)
+		return walk_fail(w, ent_off(ent), "the index reaches more blocks than the heap can hold (shared nodes) (I3)"),
+		       MS_ECORRUPT;
+	if (index_node(w->c, ent, depth, &nd, &n))
+		return walk_fail(w, ent_off(ent), "index node fails its checksum or bounds check (I3, I4)");
+	int rc = w->fn(w->ctx, ent_off(ent), block_size(ent, n), ent_is_bucket(ent) ? 2 : 1, NULL);
+	if (rc)
+		return rc;
+	/* Start every child's fetch before visiting the first: the misses overlap (the children are
+	 * scattered over the file). Prefetching an untrusted offset cannot fault. */
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(w->c->base + ent_off(nd->slot[i]));
+	/* A bucket's and a collision list's objects share the path's prefix; a node's i-th slot adds its
+	 * chunk. */
+	bool list = ent_is_bucket(ent) || depth == MS_MAX_DEPTH;
+	uint32_t bits = list ? 0 : nd->bitmap;
+	if (depth == MS_MAX_DEPTH - 1 && (bits >> 16))
+		return walk_fail(w, ent_off(ent), "index node uses hash bits that do not exist (I4)");
+	/* Deletes pull a lone object up into its parent, so no node or bucket below the root holds one
+	 * (format.md). Lookups do not need it; ms_check names it (open does not refuse it). */
+	if (w->report && depth > 0 && n == 1 && !ent_is_node(nd->slot[0]) &&
+	    (rc = walk_fail(w, ent_off(ent), "index node or bucket below the root holds a single object (the trie is not canonical)")))
+		return rc;
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t e = nd->slot[i];
+		uint64_t p = prefix;
+		unsigned shift = depth * MS_FANOUT_BITS;
+		if (!list) {
+			unsigned b = (unsigned)__builtin_ctz(bits);
+			bits &= bits - 1;
+			p |= (uint64_t)b << shift;
+		}
+		if (ent_is_node(e)) {
+			if (list) {
+				if ((rc = walk_fail(w, ent_off(ent), ent_is_bucket(ent) ? "bucket holds an index node (I4)"
+				                                                        : "collision list holds an index node (I4)")))
+					return rc;
+				continue;
+			}
+			if ((rc = walk_rec(w, e, depth + 1, p)))
+				return rc;
+			continue;
+		}
+		if (++w->visits > w->max_visits)
+			return walk_fail(w, ent_off(e), "the index reaches more blocks than the heap can hold (I3)"), MS_ECORRUPT;
+		const struct disk_obj *o;
+		if (obj_at(w, e, &o)) {
+			if ((rc = walk_fail(w, ent_off(e), w->verify_objects ? "object fails its checksum or bounds check"
+			                                                      : "object header out of bounds (I3)")))
+				return rc;
+			continue;
+		}
+		if (w->verify_objects) {
+			uint64_t h = key_hash(w->seed, o + 1, o->klen);
+			unsigned used = (depth + !list) * MS_FANOUT_BITS;
+			uint64_t mask = used >= 64 ? ~0ull : (1ull << used) - 1;
+			if ((h & mask) != (p & mask) || (uint16_t)(h >> 48) != ent_fp(e)) {
+				if ((rc = walk_fail(w, ent_off(e), "object is filed under the wrong hash (I4)")))
+					return rc;
+				continue;
+			}
+		}
+		if ((rc = w->fn(w->ctx, ent_off(e), obj_size(o->klen, obj_vlen(o)), 0, o)))
+			return rc;
+	}
+	return 0;
+}
+
+int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects, index_visit_fn fn,
+               void *ctx, uint64_t *bad_off, const char **why)
+{
+	struct walk w = { .c = c, .seed = seed, .verify_objects = verify_objects, .fn = fn, .ctx = ctx };
+	w.max_visits = (c->heap_end - MS_HEAP_START) / MS_ALIGN + 1;
+	if (!root)
+		return 0;
+	int rc = walk_rec(&w, root, 0, 0);
+	if (rc && bad_off)
+		*bad_off = w.bad_off;
+	if (rc && why)
+		*why = w.why;
+	return rc;
+}
+
+static int collect(void *ctx, uint64_t off, uint64_t size, int is_node, const struct disk_obj *o)
+{
+	struct rebuild *rb = ctx;
+	if (blocks_push(&rb->b, off, size))
+		return MS_ENOMEM;
+	if (is_node) {
+		rb->node_bytes += alloc_round(size);
+	} else {
+		rb->objects++;
+		rb->live_bytes += o->klen + obj_vlen(o);
+		rb->obj_bytes += alloc_round(size);
+	}
+	return 0;
+}
+
+int index_collect(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
+                  struct rebuild *rb, uint64_t *bad_off, const char **why)
+{
+	return index_walk(c, root, seed, verify_objects, collect, rb, bad_off, why);
+}
+
+
+int index_walk_report(const struct ictx *c, uint64_t root, uint64_t seed, struct rebuild *rb,
+                      void (*report)(void *rctx, uint64_t off, const char *why), void *rctx, uint64_t *problems)
+{
+	struct walk w = { .c = c, .seed = seed, .verify_objects = true, .fn = collect, .ctx = rb,
+	                  .report = report, .rctx = rctx };
+	w.max_visits = (c->heap_end - MS_HEAP_START) / MS_ALIGN + 1;
+	int rc = root ? walk_rec(&w, root, 0, 0) : 0;
+	*problems = w.problems;
+	return rc;
 }

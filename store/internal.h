@@ -1,8 +1,16 @@
 /* store/internal.h - private declarations shared by the parts of store/.
  *
- * Who owns what: map.c the mapping and file growth, format.c meta pages and checksums, index.c the
- * hash trie, txn.c transactions, snapshots and space reuse, store.c open/close and the one-shot calls,
- * check.c verification, sys.c every system call that touches the file, error.c codes and messages.
+ * Who owns what, lowest first (a file calls only files above it in this list, and the prefix of a
+ * function names its file):
+ *   error.c  codes and messages (err_)          sys.c     the system-call seam (sys_, ms_sys)
+ *   table.c  a map keyed by offset (table_)     format.c  the meta page and checkpoint (meta_, ckpt_)
+ *   map.c    the mapping and its growth (map_)  readers.c the lock file: writer lock, reader table (readers_)
+ *   snap.c   the committed state a snapshot sees, read from the meta pages (snap_)
+ *   space.c  allocation, room, pending frees, the MS_NOSYNC quarantine, the audit (space_)
+ *   index.c  the hash trie: lookups, changes, the walk of a whole tree (index_)
+ *   recover.c the allocator brought back: at first open, for a writer after another's commit (recover_)
+ *   txn.c    transactions and the commit (txn_, ms_txn_*)      iter.c   ms_iter_*
+ *   store.c  open, close, the checkpoint, one-shot calls        stats.c  ms_stat   check.c  ms_check
  */
 #ifndef MSTORE_INTERNAL_H
 #define MSTORE_INTERNAL_H
@@ -13,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "alloc.h"
@@ -82,21 +91,31 @@ bool table_del(struct table *t, uint64_t key);
 /* Iterate: for (size_t i = 0; table_next(t, &i, &k, &v); ) */
 bool table_next(const struct table *t, size_t *pos, uint64_t *key, uint64_t *val);
 
-/* A growable array of blocks. */
+/* A growable array of blocks (inline: every part that lists blocks uses it). */
 struct blocks {
 	struct alloc_block *v;
 	size_t len, cap;
 };
-int blocks_push(struct blocks *b, uint64_t off, uint64_t size);
-void blocks_free(struct blocks *b);
-
-/* ---- format.c (hashes in hash.h) ---- */
-/* Validate a meta read from the file of file_size bytes: 0, MS_ECORRUPT or MS_EVERSION, with a reason
- * in *why (static text). */
-int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why);
-/* Do the blocks meta m's commit record lists (rec: its entries; base: a mapping of at least
- * m->heap_end bytes) hold what it says? 0 or MS_ECORRUPT with *why. m must have passed meta_check. */
-int meta_record_check(const uint8_t *base, const struct disk_meta *m, const struct disk_rec *rec, const char **why);
+static inline int blocks_push(struct blocks *b, uint64_t off, uint64_t size)
+{
+	if (b->len == b->cap) {
+		size_t ncap = b->cap ? b->cap * 2 : 32;
+		struct alloc_block *nv = realloc(b->v, ncap * sizeof *nv);
+		if (!nv)
+			return MS_ENOMEM;
+		b->v = nv, b->cap = ncap;
+	}
+	b->v[b->len].off = off;
+	b->v[b->len].size = size;
+	b->len++;
+	return 0;
+}
+static inline void blocks_free(struct blocks *b)
+{
+	free(b->v);
+	b->v = NULL;
+	b->len = b->cap = 0;
+}
 
 /* ---- the committed state a snapshot sees ---- */
 struct snap {
@@ -112,6 +131,35 @@ struct snap {
 	uint64_t ckpt_off, ckpt_len; /* its valid allocator checkpoint block (0: none): kept allocated
 	                                until the next commit, since the meta still points at it */
 };
+
+/* ---- format.c: the meta page (hashes in hash.h) ---- */
+/* Validate a meta read from the file of file_size bytes: 0, MS_ECORRUPT or MS_EVERSION, with a reason
+ * in *why (static text). */
+int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why);
+/* Do the blocks meta m's commit record lists (rec: its entries; base: a mapping of at least
+ * m->heap_end bytes) hold what it says? 0 or MS_ECORRUPT with *why. m must have passed meta_check. */
+int meta_record_check(const uint8_t *base, const struct disk_meta *m, const struct disk_rec *rec, const char **why);
+/* A checkpoint the meta publishes: it describes the commit of this very meta. */
+struct meta_ckpt {
+	uint64_t off, len, hash;
+};
+/* The meta page of state st (its meta sequence picks the page), with checkpoint ck (NULL: none) and
+ * commit record rec[n_rec]. */
+void meta_build(struct disk_meta *m, const struct snap *st, uint64_t hash_seed, uint64_t created,
+                const struct meta_ckpt *ck, const struct disk_rec *rec, uint64_t n_rec);
+/* Build it and write it to its page of fd: 0, or -1 with errno. */
+int meta_write(int fd, const struct snap *st, uint64_t hash_seed, uint64_t created, const struct meta_ckpt *ck,
+               const struct disk_rec *rec, uint64_t n_rec);
+/* Read both meta pages of fd with their commit records and validate each (meta_check, and the page
+ * its sequence belongs on): rc[i] 0 or the code with why[i]. 0, or -1 with errno when a read fails. */
+int meta_read_pages(int fd, uint64_t file_size, struct disk_meta m[2], struct disk_rec rec[2][MS_REC_MAX],
+                    int rc[2], const char *why[2]);
+/* The one choice of the newest meta (I2): of the pages marked ok, order[] gets them newest first;
+ * returns how many (0..2). Open, snapshots and ms_check all choose through it. */
+int meta_pick(const struct disk_meta m[2], const bool ok[2], int order[2]);
+/* The allocator checkpoint meta m publishes (base: a mapping of its heap), loaded: 0, MS_NOTFOUND
+ * when m publishes none, MS_ECORRUPT with *why, MS_ENOMEM. */
+int ckpt_load(const uint8_t *base, const struct disk_meta *m, struct alloc **out, const char **why);
 
 /* Pending frees: blocks freed by commit `txnid`, reusable once no snapshot older than it is open. */
 struct pending {
@@ -159,17 +207,17 @@ struct lock_file {
 
 struct ms_store;
 /* Joins the processes that have the store open; *first: none had (then the lock file was set up
- * anew, and openers wait until this one calls lock_ready after its recovery). */
-int lock_open(struct ms_store *s, bool *first);
-void lock_ready(struct ms_store *s);
-void lock_close(struct ms_store *s);
-bool lock_alone(struct ms_store *s);
-int lock_writer(struct ms_store *s, bool *owner_died);
-void unlock_writer(struct ms_store *s);
-int reader_claim(struct ms_store *s, struct reader_slot **out);
-void reader_publish(struct reader_slot *r, const struct snap *sn);
-uint64_t reader_root(struct reader_slot *r, uint64_t *heap_end);
-void reader_release(struct reader_slot *r);
+ * anew, and openers wait until this one calls readers_ready after its recovery). */
+int readers_open(struct ms_store *s, bool *first);
+void readers_ready(struct ms_store *s);
+void readers_close(struct ms_store *s);
+bool readers_alone(struct ms_store *s);
+int readers_lock_writer(struct ms_store *s, bool *owner_died);
+void readers_unlock_writer(struct ms_store *s);
+int readers_claim(struct ms_store *s, struct reader_slot **out);
+void readers_publish(struct reader_slot *r, const struct snap *sn);
+uint64_t readers_root(struct reader_slot *r, uint64_t *heap_end);
+void readers_release(struct reader_slot *r);
 void readers_clear_stale(struct ms_store *s, unsigned *cleared);
 uint64_t readers_oldest(struct ms_store *s);
 uint64_t readers_count(struct ms_store *s);
@@ -308,6 +356,54 @@ typedef int (*index_visit_fn)(void *ctx, uint64_t off, uint64_t size, int is_nod
                               const struct disk_obj *obj);
 int index_walk(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
                index_visit_fn fn, void *ctx, uint64_t *bad_off, const char **why);
+/* Every block of the tree at root, with the totals I7 speaks of. */
+struct rebuild {
+	struct blocks b;
+	uint64_t objects, live_bytes, obj_bytes, node_bytes;
+};
+int index_collect(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
+                  struct rebuild *rb, uint64_t *bad_off, const char **why);
+/* The same, verifying every object, going on past a problem: each is reported (off, why) and
+ * counted in *problems (ms_check). MS_ENOMEM, or 0. */
+int index_walk_report(const struct ictx *c, uint64_t root, uint64_t seed, struct rebuild *rb,
+                      void (*report)(void *rctx, uint64_t off, const char *why), void *rctx, uint64_t *problems);
+
+/* ---- snap.c ---- */
+/* The snapshot of meta sequence t (the newest if t == 0), read from the mapping when another
+ * process wrote it; MS_NOTFOUND when that meta page was overwritten meanwhile. */
+int snap_read(ms_store *s, uint64_t t, struct snap *out);
+void snap_from_meta(struct snap *st, const struct disk_meta *m);
+
+/* ---- space.c (writer context) ---- */
+int space_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off);
+void space_release(struct ms_txn *t, uint64_t off, uint64_t size); /* a block this txn no longer needs */
+void space_discard(struct ms_txn *t);  /* every fresh block of an aborted transaction */
+int space_room(struct ms_txn *t, uint64_t obj_bytes); /* before a put: MS_ENOSPC, or room for it */
+int space_reserve_freed(struct ms_txn *t); /* before an operation: its releases cannot fail */
+void space_release_pending(ms_store *s); /* hand reusable pending frees to alloc */
+void space_drop_pending(ms_store *s);
+/* MS_NOSYNC: a block that became free goes to quarantine (fresh: never committed, so it is
+ * invalidated at once); space_quar_drop forgets both queues (the allocator is being replaced). */
+void space_quar_add(ms_store *s, uint64_t off, uint64_t size, bool fresh);
+void space_quar_drop(ms_store *s);
+bool space_quar_full(const ms_store *s); /* a commit should sync to take the quarantine back */
+/* Hand the whole quarantine to the allocator: two syncs (synclock not held). */
+int space_quar_flush(ms_store *s, const char *what);
+/* An fdatasync that is a durable point in MS_NOSYNC mode: cur's meta (written before) is durable after
+ * it, and quarantined blocks move on at the writer's next space_release_pending. Caller holds
+ * synclock, so no meta page is being written meanwhile. */
+int space_sync_point(ms_store *s, const char *what);
+
+/* ---- recover.c ---- */
+/* At open, from the valid meta pages (order: newest first, n_valid of them): the one that opens, and
+ * for the first process (first) the allocator brought to it; *ckpt_used when from its checkpoint. */
+int recover_open(ms_store *s, const struct disk_meta m[2], struct disk_rec rec[2][MS_REC_MAX],
+                 const int order[2], int n_valid, bool first, uint64_t region_end,
+                 const struct disk_meta **out, bool *ckpt_used);
+int recover_writer(ms_store *s); /* under the writer lock: bring cur and the allocator up to date */
+/* Zero all free space (the allocator was rebuilt and may hold stale valid-looking blocks), then make
+ * it durable and the current meta the synced one. Writer context, MS_NOSYNC only. */
+int recover_scrub(ms_store *s);
 
 /* ---- txn.c ---- */
 uintptr_t txn_self(void); /* a value unique to the calling thread */
@@ -315,37 +411,6 @@ static inline bool txn_own_writer(ms_store *s)
 {
 	return atomic_load_explicit(&s->wtxn_owner, memory_order_relaxed) == txn_self();
 }
-int txn_alloc(struct ms_txn *t, uint64_t size, int kind, uint64_t *off);
-void txn_release(struct ms_txn *t, uint64_t off, uint64_t size); /* a block this txn no longer needs */
-void readers_release_pending(ms_store *s); /* under wlock: hand reusable pending frees to alloc */
-int store_write_meta(ms_store *s, const struct snap *st, const struct disk_rec *rec, uint64_t n_rec,
-                     uint64_t ckpt_off, uint64_t ckpt_len, uint64_t ckpt_hash, uint64_t ckpt_txnid);
 void txn_end_all(ms_store *s);
-/* store.c: the snapshot of meta sequence t (the newest if t == 0), read from the mapping when another
- * process wrote it; MS_NOTFOUND when that meta page was overwritten meanwhile. */
-int store_snap(ms_store *s, uint64_t t, struct snap *out);
-int store_writer_sync(ms_store *s); /* under the writer lock: bring cur and the allocator up to date */
-/* MS_NOSYNC (txn.c): a block that became free goes to quarantine (fresh: never committed, so it is
- * invalidated at once); quar_drop forgets both queues (the allocator is being replaced). */
-void quar_add(ms_store *s, uint64_t off, uint64_t size, bool fresh);
-void quar_drop(ms_store *s);
-/* Hand the whole quarantine to the allocator: two syncs (writer context, synclock not held). */
-int quar_flush(ms_store *s, const char *what);
-/* An fdatasync that is a durable point in MS_NOSYNC mode: cur's meta (written before) is durable after
- * it, and quarantined blocks move on at the writer's next readers_release_pending. Caller holds
- * synclock, so no meta page is being written meanwhile. */
-int store_nosync_point(ms_store *s, const char *what);
-/* store.c: zero all free space (the allocator was rebuilt and may hold stale valid-looking blocks),
- * then make it durable and the current meta the synced one. Writer context, MS_NOSYNC only. */
-int store_scrub(ms_store *s);
-
-/* ---- check.c ---- */
-struct rebuild {
-	struct alloc_block *blocks;
-	size_t n, cap;
-	uint64_t objects, live_bytes, obj_bytes, node_bytes;
-};
-int rebuild_collect(const struct ictx *c, uint64_t root, uint64_t seed, bool verify_objects,
-                    struct rebuild *rb, uint64_t *bad_off, const char **why);
 
 #endif

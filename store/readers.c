@@ -6,7 +6,7 @@
  * Who is alive: every process with the store open holds a shared OFD lock on byte 0 of the lock file.
  * A process that gets the exclusive lock on it (under flock, which serialises openers) is alone, and
  * (re)initialises the table, then downgrades atomically to shared. It keeps the flock until its open
- * has finished recovery (lock_ready), so no other process opens, commits or reads meanwhile: recovery
+ * has finished recovery (readers_ready), so no other process opens, commits or reads meanwhile: recovery
  * reads meta pages, rebuilds the allocator, publishes the commit it chose and may erase or zero pages,
  * all of which assume nobody else is writing.
  */
@@ -63,7 +63,7 @@ static int lock_init_table(ms_store *s, struct lock_file *lf)
 	return 0;
 }
 
-int lock_open(ms_store *s, bool *first)
+int readers_open(ms_store *s, bool *first)
 {
 	size_t n = strlen(s->path);
 	char *lp = malloc(n + 6);
@@ -104,7 +104,7 @@ int lock_open(ms_store *s, bool *first)
 	if (*first) {
 		if ((rc = lock_init_table(s, s->lf)))
 			goto unlock;
-		/* An atomic downgrade to shared; the flock stays until lock_ready, after recovery. */
+		/* An atomic downgrade to shared; the flock stays until readers_ready, after recovery. */
 		if (ofd_lock(s->lock_fd, F_RDLCK, false)) {
 			rc = err_errno(MS_EIO, errno, "lock %s", lp);
 			goto unlock;
@@ -125,25 +125,25 @@ out:
 	return rc;
 }
 
-void lock_ready(ms_store *s)
+void readers_ready(ms_store *s)
 {
 	if (s->setup_locked)
 		flock(s->lock_fd, LOCK_UN);
 	s->setup_locked = false;
 }
 
-void lock_close(ms_store *s)
+void readers_close(ms_store *s)
 {
 	if (s->lf)
 		ms_sys.munmap(s->lf, sizeof *s->lf);
 	s->lf = NULL;
 	if (s->lock_fd >= 0)
-		ms_sys.close(s->lock_fd); /* drops the OFD lock, and the flock if lock_ready did not */
+		ms_sys.close(s->lock_fd); /* drops the OFD lock, and the flock if readers_ready did not */
 	s->lock_fd = -1;
 	s->setup_locked = false;
 }
 
-bool lock_alone(ms_store *s)
+bool readers_alone(ms_store *s)
 {
 	if (ofd_lock(s->lock_fd, F_WRLCK, false))
 		return false;
@@ -151,13 +151,13 @@ bool lock_alone(ms_store *s)
 	return true;
 }
 
-int lock_writer(ms_store *s, bool *owner_died)
+int readers_lock_writer(ms_store *s, bool *owner_died)
 {
 	*owner_died = false;
 	int e = pthread_mutex_lock(&s->lf->wmutex);
 	if (e == EOWNERDEAD) {
 		/* The last writer died holding the lock: its uncommitted work is free again by
-		 * construction once the allocator is brought up to date (lock_writer's caller does). */
+		 * construction once the allocator is brought up to date (readers_lock_writer's caller does). */
 		pthread_mutex_consistent(&s->lf->wmutex);
 		*owner_died = true;
 		e = 0;
@@ -168,7 +168,7 @@ int lock_writer(ms_store *s, bool *owner_died)
 	return 0;
 }
 
-void unlock_writer(ms_store *s) { pthread_mutex_unlock(&s->lf->wmutex); }
+void readers_unlock_writer(ms_store *s) { pthread_mutex_unlock(&s->lf->wmutex); }
 
 static inline unsigned slots_end(ms_store *s)
 {
@@ -181,7 +181,7 @@ static bool pid_alive(uint32_t pid)
 	return kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
-int reader_claim(ms_store *s, struct reader_slot **out)
+int readers_claim(ms_store *s, struct reader_slot **out)
 {
 	struct lock_file *lf = s->lf;
 	/* First fit, so slots in use stay packed at the start and scans stop at slots_hi. */
@@ -211,7 +211,7 @@ int reader_claim(ms_store *s, struct reader_slot **out)
 }
 
 /* Describe the snapshot, then publish its id: a writer that sees the id also sees the root. */
-void reader_publish(struct reader_slot *r, const struct snap *sn)
+void readers_publish(struct reader_slot *r, const struct snap *sn)
 {
 	atomic_store_explicit(&r->root, sn->root, memory_order_relaxed);
 	atomic_store_explicit(&r->heap_end, sn->heap_end, memory_order_relaxed);
@@ -220,13 +220,13 @@ void reader_publish(struct reader_slot *r, const struct snap *sn)
 	atomic_store(&r->txnid, sn->txnid);
 }
 
-uint64_t reader_root(struct reader_slot *r, uint64_t *heap_end)
+uint64_t readers_root(struct reader_slot *r, uint64_t *heap_end)
 {
 	*heap_end = atomic_load_explicit(&r->heap_end, memory_order_relaxed);
 	return atomic_load_explicit(&r->root, memory_order_relaxed);
 }
 
-void reader_release(struct reader_slot *r)
+void readers_release(struct reader_slot *r)
 {
 	atomic_store(&r->txnid, 0);
 	atomic_store(&r->pid, 0);

@@ -19,7 +19,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 		bool own = txn_own_writer(s);
 		if (own || pthread_mutex_trylock(&s->wlock) == 0) {
 			if ((have_alloc = s->alloc != NULL)) {
-				readers_release_pending(s); /* what no snapshot sees any more is free */
+				space_release_pending(s); /* what no snapshot sees any more is free */
 				alloc_stats(s->alloc, &as);
 				/* MS_NOSYNC quarantine: free, handed out after a sync (txn.c) */
 				as.used_bytes -= s->quar_bytes;
@@ -35,7 +35,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 		}
 	}
 	struct snap newest;
-	if (store_snap(s, 0, &newest) == 0) { /* another process may have committed */
+	if (snap_read(s, 0, &newest) == 0) { /* another process may have committed */
 		pthread_mutex_lock(&s->lock);
 		if (newest.txnid > s->cur.txnid)
 			s->cur = newest;

@@ -1,6 +1,6 @@
 /* store/table.c - a small open-addressing hash map keyed by block offset (linear probing with
- * backward-shift deletion, so no tombstones), and a growable block array. Used for a write
- * transaction's fresh blocks, where every put looks up and inserts. */
+ * backward-shift deletion, so no tombstones). Used for a write transaction's fresh blocks, where
+ * every put looks up and inserts. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,25 +126,4 @@ bool table_next(const struct table *t, size_t *pos, uint64_t *key, uint64_t *val
 	}
 	*pos = t->cap;
 	return false;
-}
-
-int blocks_push(struct blocks *b, uint64_t off, uint64_t size)
-{
-	if (b->len == b->cap) {
-		size_t ncap = b->cap ? b->cap * 2 : 32;
-		struct alloc_block *nv = realloc(b->v, ncap * sizeof *nv);
-		if (!nv)
-			return MS_ENOMEM;
-		b->v = nv, b->cap = ncap;
-	}
-	b->v[b->len].off = off;
-	b->v[b->len].size = size;
-	b->len++;
-	return 0;
-}
-
-void blocks_free(struct blocks *b)
-{
-	free(b->v);
-	memset(b, 0, sizeof *b);
 }
