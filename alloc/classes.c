@@ -1,7 +1,7 @@
-/* alloc/classes.c - small blocks: 32 size classes (16..512 bytes, every 16) carved from runs, plus the
- * public alloc/free/mark entry points that dispatch between runs and large blocks. A run is an extent
- * aligned to its own power-of-two size relative to base, so a block's run is one table lookup away. */
-#include "internal.h"
+/* alloc/classes.c - small blocks: 32 size classes (16..512 bytes, every 16) carved from runs, and their
+ * alloc/free/mark (alx_small_*, which alloc.c's entry points call). A run is an extent aligned to its
+ * own power-of-two size relative to base, so a block's run is one table lookup away. */
+#include "alloc_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +19,6 @@ const struct alx_class alx_classes[ALX_NCLASSES] = {
 	CL(400, 15), CL(416, 14), CL(432, 15), CL(448, 15), CL(464, 14), CL(480, 14), CL(496, 14), CL(512, 14),
 };
 #undef CL
-
-uint64_t alloc_round(uint64_t size)
-{
-	if (size == 0 || size > UINT64_MAX - (ALLOC_ALIGN - 1))
-		return 0;
-	return (size + ALLOC_ALIGN - 1) & ~(uint64_t)(ALLOC_ALIGN - 1);
-}
 
 /* ---- runs ---- */
 
@@ -149,7 +142,7 @@ static void slot_take(struct alloc *a, struct run *r, unsigned i, uint64_t size)
 	a->run_free -= cl->size;
 }
 
-static int small_alloc(struct alloc *a, uint64_t size, uint64_t *off)
+int alx_small_alloc(struct alloc *a, uint64_t size, uint64_t *off)
 {
 	unsigned c = alx_class_of(size);
 	const struct alx_class *cl = &alx_classes[c];
@@ -204,7 +197,7 @@ static long slot_index(uint64_t off, uint64_t ws, unsigned c)
 	return (long)i;
 }
 
-static int small_free(struct alloc *a, uint64_t off, uint64_t size)
+int alx_small_free(struct alloc *a, uint64_t off, uint64_t size)
 {
 	unsigned c = alx_class_of(size);
 	const struct alx_class *cl = &alx_classes[c];
@@ -249,7 +242,7 @@ static int small_free(struct alloc *a, uint64_t off, uint64_t size)
 	return ALLOC_OK;
 }
 
-static int small_mark(struct alloc *a, uint64_t off, uint64_t size)
+int alx_small_mark(struct alloc *a, uint64_t off, uint64_t size)
 {
 	unsigned c = alx_class_of(size);
 	const struct alx_class *cl = &alx_classes[c];
@@ -282,38 +275,4 @@ static int small_mark(struct alloc *a, uint64_t off, uint64_t size)
 	}
 	slot_take(a, r, i, size);
 	return ALLOC_OK;
-}
-
-/* ---- public entry points ---- */
-
-int alloc_alloc(struct alloc *a, uint64_t size, uint64_t *off)
-{
-	if (!a || !off || size == 0)
-		return ALLOC_EINVAL;
-	if (size <= ALLOC_SMALL_MAX)
-		return small_alloc(a, size, off);
-	if (size > a->end - a->base)
-		return ALLOC_ENOSPC;
-	return alx_large_alloc(a, size, off);
-}
-
-static bool block_in_region(const struct alloc *a, uint64_t off, uint64_t size)
-{
-	uint64_t len = alloc_round(size);
-	return size != 0 && len != 0 && off % ALLOC_ALIGN == 0 && off >= a->base && off < a->end &&
-	       len <= a->end - off;
-}
-
-int alloc_free(struct alloc *a, uint64_t off, uint64_t size)
-{
-	if (!a || !block_in_region(a, off, size))
-		return ALLOC_EINVAL;
-	return size <= ALLOC_SMALL_MAX ? small_free(a, off, size) : alx_large_free(a, off, size);
-}
-
-int alloc_mark(struct alloc *a, uint64_t off, uint64_t size)
-{
-	if (!a || !block_in_region(a, off, size))
-		return ALLOC_EINVAL;
-	return size <= ALLOC_SMALL_MAX ? small_mark(a, off, size) : alx_large_mark(a, off, size);
 }

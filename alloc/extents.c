@@ -1,7 +1,7 @@
-/* alloc/extents.c - the region and its free extents, kept out of band in two treaps sharing one node
- * per extent (by address to coalesce neighbours, by (length, address) for best fit with low addresses
- * on ties); the table of allocated units (runs and large blocks); large blocks; create/grow/shrink. */
-#include "internal.h"
+/* alloc/extents.c - the free extents, kept out of band in two treaps sharing one node per extent (by
+ * address to coalesce neighbours, by (length, address) for best fit with low addresses on ties); the
+ * table of allocated units (runs and large blocks); large blocks. */
+#include "alloc_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -158,7 +158,7 @@ uint8_t alx_ext_fit(const struct alloc *a, uint64_t off, uint64_t len)
 	return 0;
 }
 
-static void size_insert(struct alloc *a, struct ext *n)
+void alx_size_insert(struct alloc *a, struct ext *n)
 {
 	n->fit = alx_ext_fit(a, n->off, n->len);
 	a->root[ALX_BY_SIZE] = tins(ALX_BY_SIZE, a->root[ALX_BY_SIZE], n);
@@ -167,7 +167,7 @@ static void size_insert(struct alloc *a, struct ext *n)
 	a->hist[alx_hist_bucket(n->len)]++;
 }
 
-static void size_remove(struct alloc *a, struct ext *n)
+void alx_size_remove(struct alloc *a, struct ext *n)
 {
 	a->root[ALX_BY_SIZE] = tdel(ALX_BY_SIZE, a->root[ALX_BY_SIZE], n);
 	a->ext_n--;
@@ -175,17 +175,17 @@ static void size_remove(struct alloc *a, struct ext *n)
 	a->hist[alx_hist_bucket(n->len)]--;
 }
 
-static void addr_insert(struct alloc *a, struct ext *n)
+void alx_addr_insert(struct alloc *a, struct ext *n)
 {
 	a->root[ALX_BY_ADDR] = tins(ALX_BY_ADDR, a->root[ALX_BY_ADDR], n);
 }
 
-static void addr_remove(struct alloc *a, struct ext *n)
+void alx_addr_remove(struct alloc *a, struct ext *n)
 {
 	a->root[ALX_BY_ADDR] = tdel(ALX_BY_ADDR, a->root[ALX_BY_ADDR], n);
 }
 
-static struct ext *addr_last(const struct alloc *a)
+struct ext *alx_addr_last(const struct alloc *a)
 {
 	struct ext *x = a->root[ALX_BY_ADDR];
 	while (x && x->kid[ALX_BY_ADDR][1])
@@ -201,7 +201,7 @@ static struct ext *addr_last(const struct alloc *a)
 struct ext *alx_ext_find_window(const struct alloc *a, unsigned shift)
 {
 	uint8_t need = (uint8_t)(shift - ALX_RUN_MIN_SHIFT + 1);
-	struct ext *last = addr_last(a);
+	struct ext *last = alx_addr_last(a);
 	if (last && last->fit >= need)
 		return last;
 	struct ext *x = a->root[ALX_BY_SIZE];
@@ -252,23 +252,23 @@ void alx_ext_carve(struct alloc *a, struct ext *x, uint64_t off, uint64_t len)
 {
 	uint64_t xend = x->off + x->len, cend = off + len;
 	bool left = off > x->off, right = cend < xend;
-	size_remove(a, x);
+	alx_size_remove(a, x);
 	if (left) {
 		x->len = off - x->off;
-		size_insert(a, x);
+		alx_size_insert(a, x);
 		if (right) {
 			struct ext *y = alx_node_get(a);
 			y->off = cend;
 			y->len = xend - cend;
-			addr_insert(a, y);
-			size_insert(a, y);
+			alx_addr_insert(a, y);
+			alx_size_insert(a, y);
 		}
 	} else if (right) {
 		x->off = cend;
 		x->len = xend - cend;
-		size_insert(a, x);
+		alx_size_insert(a, x);
 	} else {
-		addr_remove(a, x);
+		alx_addr_remove(a, x);
 		alx_node_put(a, x);
 	}
 }
@@ -289,27 +289,27 @@ void alx_ext_give(struct alloc *a, uint64_t off, uint64_t len)
 	bool jp = p && p->off + p->len == off;
 	bool js = s && s->off == off + len;
 	if (jp && js) {
-		size_remove(a, p);
-		size_remove(a, s);
-		addr_remove(a, s);
+		alx_size_remove(a, p);
+		alx_size_remove(a, s);
+		alx_addr_remove(a, s);
 		p->len += len + s->len;
-		size_insert(a, p);
+		alx_size_insert(a, p);
 		alx_node_put(a, s);
 	} else if (jp) {
-		size_remove(a, p);
+		alx_size_remove(a, p);
 		p->len += len;
-		size_insert(a, p);
+		alx_size_insert(a, p);
 	} else if (js) {
-		size_remove(a, s);
+		alx_size_remove(a, s);
 		s->off = off;
 		s->len += len;
-		size_insert(a, s);
+		alx_size_insert(a, s);
 	} else {
 		struct ext *n = alx_node_get(a);
 		n->off = off;
 		n->len = len;
-		addr_insert(a, n);
-		size_insert(a, n);
+		alx_addr_insert(a, n);
+		alx_size_insert(a, n);
 	}
 }
 
@@ -538,135 +538,4 @@ int alx_large_mark(struct alloc *a, uint64_t off, uint64_t size)
 	a->used += len;
 	a->waste += len - size;
 	return ALLOC_OK;
-}
-
-/* ---- lifetime and region ---- */
-
-struct alloc *alx_new(uint64_t base, uint64_t end)
-{
-	struct alloc *a = calloc(1, sizeof *a);
-	if (!a)
-		return NULL;
-	a->base = base;
-	a->end = end;
-	a->rng = 0x9E3779B97F4A7C15ull ^ base;
-	if (a->rng == 0)
-		a->rng = 1;
-	a->tab_cap = 16;
-	a->tab_shift = 60;
-	a->tab = calloc(a->tab_cap, sizeof *a->tab);
-	if (!a->tab || alx_node_reserve(a, 2) != ALLOC_OK) {
-		alx_free_all(a);
-		return NULL;
-	}
-	return a;
-}
-
-static void free_tree(struct ext *x)
-{
-	while (x) {
-		free_tree(x->kid[ALX_BY_ADDR][0]);
-		struct ext *r = x->kid[ALX_BY_ADDR][1];
-		free(x);
-		x = r;
-	}
-}
-
-void alx_free_all(struct alloc *a)
-{
-	if (!a)
-		return;
-	free_tree(a->root[ALX_BY_ADDR]);
-	while (a->pool) {
-		struct ext *n = a->pool;
-		a->pool = n->kid[0][0];
-		free(n);
-	}
-	if (a->tab) {
-		for (uint64_t i = 0; i < a->tab_cap; i++)
-			if ((a->tab[i].key & ALX_TAG_MASK) == ALX_TAG_RUN)
-				free((struct run *)(uintptr_t)a->tab[i].val);
-		free(a->tab);
-	}
-	for (unsigned c = 0; c < ALX_NCLASSES; c++)
-		free(a->heap[c].v);
-	free(a);
-}
-
-int alloc_create(uint64_t base, uint64_t end, struct alloc **out)
-{
-	if (!out || base % ALLOC_ALIGN || end % ALLOC_ALIGN || end < base)
-		return ALLOC_EINVAL;
-	struct alloc *a = alx_new(base, end);
-	if (!a)
-		return ALLOC_ENOMEM;
-	if (end > base) {
-		struct ext *n = alx_node_get(a);
-		n->off = base;
-		n->len = end - base;
-		addr_insert(a, n);
-		size_insert(a, n);
-	}
-	*out = a;
-	return ALLOC_OK;
-}
-
-void alloc_destroy(struct alloc *a)
-{
-	alx_free_all(a);
-}
-
-int alloc_grow(struct alloc *a, uint64_t new_end)
-{
-	if (!a || new_end % ALLOC_ALIGN || new_end < a->end)
-		return ALLOC_EINVAL;
-	if (new_end == a->end)
-		return ALLOC_OK;
-	struct ext *last = addr_last(a);
-	if (last && last->off + last->len == a->end) {
-		size_remove(a, last);
-		last->len += new_end - a->end;
-		size_insert(a, last);
-	} else {
-		/* a spare node always exists (nodes >= units + 2), this only guards a broken invariant */
-		if (a->pool_n == 0 && alx_node_reserve(a, a->nodes + 1) != ALLOC_OK)
-			return ALLOC_ENOMEM;
-		struct ext *n = alx_node_get(a);
-		n->off = a->end;
-		n->len = new_end - a->end;
-		addr_insert(a, n);
-		size_insert(a, n);
-	}
-	a->end = new_end;
-	return ALLOC_OK;
-}
-
-int alloc_shrink(struct alloc *a, uint64_t new_end)
-{
-	if (!a || new_end % ALLOC_ALIGN || new_end < a->base || new_end > a->end)
-		return ALLOC_EINVAL;
-	if (new_end == a->end)
-		return ALLOC_OK;
-	struct ext *last = addr_last(a);
-	if (!last || last->off + last->len != a->end || last->off > new_end)
-		return ALLOC_EINVAL;
-	size_remove(a, last);
-	if (last->off == new_end) {
-		addr_remove(a, last);
-		alx_node_put(a, last);
-	} else {
-		last->len = new_end - last->off;
-		size_insert(a, last);
-	}
-	a->end = new_end;
-	alx_node_trim(a);
-	return ALLOC_OK;
-}
-
-uint64_t alloc_tail_free(const struct alloc *a)
-{
-	if (!a)
-		return 0;
-	const struct ext *last = addr_last(a);
-	return last && last->off + last->len == a->end ? last->len : 0;
 }

@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "alloc.h"
-#include "internal.h" /* white-box: corrupt state on purpose to prove alloc_check notices */
+#include "alloc_internal.h" /* white-box: corrupt state on purpose to prove alloc_check notices */
 
 #define KiB 1024ull
 #define MiB (1024ull * 1024ull)
@@ -1084,7 +1084,7 @@ Test(alloc, rebuild_of_a_million_blocks_is_fast, .timeout = 120)
 
 /* ---- export / import ---- */
 
-/* Same construction as the blob's checksum (documented in stats.c), so tests can forge blobs that are
+/* Same construction as the blob's checksum (documented in export.c), so tests can forge blobs that are
  * well-formed but inconsistent. */
 static uint64_t rd64(const uint8_t *p)
 {

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "../../alloc/internal.h" /* the size classes: runs keep their alignment */
+#include "alloc_internal.h" /* the size classes: runs keep their alignment */
 
 #define SEED 0x6d73746f72652d66ull /* the hash seed of every corpus store */
 #define CREATED 1700000000ull

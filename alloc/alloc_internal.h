@@ -1,4 +1,7 @@
-/* alloc/internal.h - private structures shared by classes.c, extents.c and stats.c.
+/* alloc/alloc_internal.h - private structures shared by the files of alloc/: alloc.c (lifetime, region,
+ * public entry points), classes.c (size classes and runs), extents.c (free extents, unit table, large
+ * blocks), rebuild.c (alloc_rebuild and the builder from units), export.c (the checkpoint blob), check.c
+ * (alloc_check), stats.c (statistics and walks) and sort.c (the radix sort).
  * Not part of the API: only the allocator's own files (and white-box tests that corrupt state on
  * purpose to prove alloc_check notices) include it. All names are alx_-prefixed to stay out of the way. */
 #ifndef MSTORE_ALLOC_INTERNAL_H
@@ -64,6 +67,11 @@ struct alx_heap {
 struct run *alx_run_new(unsigned c, uint64_t start);
 size_t alx_run_bytes(unsigned c);
 
+/* Small blocks (size <= ALLOC_SMALL_MAX) for alloc_alloc, alloc_free and alloc_mark. */
+int alx_small_alloc(struct alloc *a, uint64_t size, uint64_t *off);
+int alx_small_free(struct alloc *a, uint64_t off, uint64_t size);
+int alx_small_mark(struct alloc *a, uint64_t off, uint64_t size);
+
 /* ---- free extents (extents.c) ---- */
 
 enum { ALX_BY_ADDR = 0, ALX_BY_SIZE = 1 };
@@ -108,6 +116,7 @@ struct alloc {
 	uint64_t run_free;       /* bytes of free slots inside runs */
 };
 
+/* alloc.c: an allocator over [base, end) without free extents, and its release (runs included). */
 struct alloc *alx_new(uint64_t base, uint64_t end);
 void alx_free_all(struct alloc *a);
 
@@ -117,6 +126,14 @@ int alx_node_reserve(struct alloc *a, uint64_t total);
 void alx_node_trim(struct alloc *a);
 uint8_t alx_ext_fit(const struct alloc *a, uint64_t off, uint64_t len);
 unsigned alx_hist_bucket(uint64_t len);
+
+/* One node into or out of the size treap (keeping the extent counters and histogram) or the address
+ * treap; the last free extent by address. */
+void alx_size_insert(struct alloc *a, struct ext *n);
+void alx_size_remove(struct alloc *a, struct ext *n);
+void alx_addr_insert(struct alloc *a, struct ext *n);
+void alx_addr_remove(struct alloc *a, struct ext *n);
+struct ext *alx_addr_last(const struct alloc *a);
 
 struct ext *alx_ext_find_window(const struct alloc *a, unsigned shift);
 uint64_t alx_ext_window_start(const struct alloc *a, const struct ext *x, unsigned shift);
@@ -137,7 +154,19 @@ int alx_large_alloc(struct alloc *a, uint64_t size, uint64_t *off);
 int alx_large_free(struct alloc *a, uint64_t off, uint64_t size);
 int alx_large_mark(struct alloc *a, uint64_t off, uint64_t size);
 
-/* ---- helpers (stats.c) ---- */
+/* ---- building from units (rebuild.c) ---- */
+
+/* A unit handed to alx_build(): a run (owned) or a large block (run == NULL, req = requested size). */
+struct alx_unit {
+	uint64_t start, len;
+	struct run *run;
+	uint64_t req;
+};
+void alx_free_unit_runs(struct alx_unit *u, size_t n);
+/* An allocator over [base, end) with exactly the units u[0..n) (sorted by start); takes the runs. */
+int alx_build(uint64_t base, uint64_t end, struct alx_unit *u, size_t n, struct alloc **out);
+
+/* ---- radix sort (sort.c) ---- */
 
 struct alx_kv {
 	uint64_t key, val;
