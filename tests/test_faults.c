@@ -1,9 +1,11 @@
 /* tests/test_faults.c - failures the store must survive without lying or corrupting: a full disk and
- * failed growth (fallocate, ftruncate), failed syncs at every sync call site, failed mmap/munmap, a
+ * failed growth (fallocate, ftruncate), a real full disk (a small tmpfs in a mount namespace), failed
+ * syncs at every sync call site (commits, ms_sync in both modes, close, create), failed mmap/munmap, a
  * failed allocation at every malloc/calloc/realloc the library makes (a sweep), and a file truncated
  * under the store by another process (SIGBUS). System calls are failed through the store/sys.c seam
- * (ms_sys); allocations through the linker's --wrap (tests/CMakeLists.txt), which only this
- * executable and the static library it links see: Criterion's own allocations are not counted.
+ * (ms_sys), the one way the tests inject faults; allocations through the linker's --wrap
+ * (tests/CMakeLists.txt), which only this executable and the static library it links see:
+ * Criterion's own allocations are not counted.
  */
 #include "testutil.h"
 
@@ -12,7 +14,9 @@
 #include <stdarg.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 
 #include "internal.h"
@@ -425,6 +429,121 @@ Test(faults, fallocate_failing_at_close_costs_only_the_checkpoint)
 	reopen_expect(p, &m, "after a close on a full disk");
 }
 
+/* A real full disk: a small tmpfs, filled with values of 64 KiB until a put is MS_ENOSPC. Then the
+ * store serves reads, a transaction stays usable, and rounds of deleting half and putting as many new
+ * objects of the same size succeed; a reopen shows them all. The seam is left as it is (ms_sys_default):
+ * the file system itself says it is full. */
+
+/* Mount a small tmpfs on dir in a mount namespace of this test process alone (it vanishes with the
+ * process, even after a crash). False when that is not allowed (not root, no namespaces). */
+static bool small_fs(const char *dir, const char *size)
+{
+	if (unshare(CLONE_NEWNS) != 0)
+		return false;
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		return false;
+	char opts[64];
+	snprintf(opts, sizeof opts, "size=%s,mode=0700", size);
+	return mount("tmpfs", dir, "tmpfs", 0, opts) == 0;
+}
+
+static void full_disk(unsigned flags)
+{
+	const char *d = tu_path("fs");
+	cr_assert_eq(mkdir(d, 0700), 0);
+	if (!small_fs(d, "3m")) {
+		cr_skip_test("cannot mount a small tmpfs here (needs root and mount namespaces)");
+		return;
+	}
+	char p[PATH_MAX];
+	snprintf(p, sizeof p, "%s/s.ms", d);
+	enum { VLEN = 65536, MAXN = 200 };
+	static unsigned char buf[VLEN];
+	ms_store *s = tu_open(p, MS_CREATE | flags, 0);
+	unsigned n = 0;
+	int rc = 0;
+	char k[16];
+	for (; n < MAXN; n++) {
+		snprintf(k, sizeof k, "f%05u", n);
+		tu_fill(buf, VLEN, n);
+		rc = ms_put(s, k, strlen(k), buf, VLEN);
+		if (rc)
+			break;
+	}
+	cr_assert_eq(rc, MS_ENOSPC, "filling a 3 MiB file system ended with %d (%s) after %u puts", rc, ms_strerror(rc), n);
+	cr_assert_gt(n, 8, "only %u values of 64 KiB fit on a 3 MiB file system", n);
+	tu_expect_absent(s, k);
+	ms_txn *w = tu_begin(s, 0);
+	cr_assert_eq(ms_txn_put(w, k, strlen(k), buf, VLEN), MS_ENOSPC, "a put in a transaction on a full disk");
+	ms_val v;
+	cr_assert_eq(ms_txn_get(w, "f00000", 6, &v), 0, "the transaction stays usable after MS_ENOSPC");
+	ms_txn_abort(w);
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(k, sizeof k, "f%05u", i);
+		size_t vlen = 0;
+		cr_assert_eq(ms_get(s, k, strlen(k), buf, VLEN, &vlen), 0);
+		cr_assert(vlen == VLEN && tu_check_fill(buf, VLEN, i), "%s is wrong on a full disk", k);
+	}
+	/* Rounds of: delete half (alternating slots), put as many new objects of the same size. */
+	static char names[MAXN][8];
+	static unsigned seeds[MAXN];
+	for (unsigned i = 0; i < n; i++) {
+		snprintf(names[i], sizeof names[i], "f%05u", i);
+		seeds[i] = i;
+	}
+	for (unsigned round = 0; round < 4; round++) {
+		unsigned deleted = 0;
+		for (unsigned i = 0; i < n; i++) {
+			if ((i + round) % 2)
+				continue;
+			rc = ms_del(s, names[i], 6);
+			cr_assert_eq(rc, 0, "round %u: ms_del(%s) on a full disk = %d (%s)", round, names[i], rc, ms_strerror(rc));
+			deleted++;
+		}
+		unsigned put = 0;
+		for (unsigned i = 0; i < n; i++) {
+			if ((i + round) % 2)
+				continue;
+			snprintf(names[i], sizeof names[i], "%c%05u", 'g' + round, i);
+			seeds[i] = 50000u * (round + 1) + i;
+			tu_fill(buf, VLEN, seeds[i]);
+			rc = ms_put(s, names[i], 6, buf, VLEN);
+			cr_assert_eq(rc, 0,
+				     "round %u: after deleting %u of %u objects on a full disk, new object %u (%s) of the same size: "
+				     "%d (%s)", round, deleted, n, put + 1, names[i], rc, ms_strerror(rc));
+			put++;
+		}
+	}
+	tu_close(s);
+	s = tu_open(p, flags, 0);
+	cr_assert_eq(tu_stat(s).objects, n);
+	for (unsigned i = 0; i < n; i++) {
+		size_t vlen = 0;
+		cr_assert_eq(ms_get(s, names[i], 6, buf, VLEN, &vlen), 0, "%s after reopen", names[i]);
+		cr_assert(vlen == VLEN && tu_check_fill(buf, VLEN, seeds[i]), "%s is wrong after reopen", names[i]);
+	}
+	tu_close(s);
+	tu_check_sound(p);
+}
+
+/* Unmount the small file system first, or its mount point could not be removed. */
+static void full_disk_teardown(void)
+{
+	umount2(tu_path("fs"), MNT_DETACH);
+	faults_fini();
+}
+
+Test(faults, full_disk_is_enospc_and_the_store_stays_usable, .fini = full_disk_teardown)
+{
+	full_disk(0);
+}
+
+Test(faults, full_disk_is_enospc_and_the_store_stays_usable_in_nosync_mode, .fini = full_disk_teardown)
+{
+	full_disk(MS_NOSYNC);
+}
+
+
 /* ---- 2. failed syncs ----------------------------------------------------------------------------- */
 
 /* After a failed sync: commits refused (MS_EIO) however the syncs behave now, reads go on. */
@@ -538,21 +657,43 @@ Test(faults, failed_write_of_the_meta_page_is_eio_and_refuses_commits_until_reop
 	reopen_expect(p, &m, "after reopen");
 }
 
-Test(faults, failed_ms_sync_in_durable_mode_refuses_commits_until_reopen)
+/* ms_sync's fdatasync fails (in MS_NOSYNC mode it is the sync that makes the commits so far durable):
+ * MS_EIO, commits refused until the store is reopened, every commit made before it still there after
+ * the reopen (in the same mode), and commits and ms_sync work again. */
+static void failed_ms_sync(unsigned flags)
 {
 	const char *p = tu_path("s.ms");
 	struct model m;
 	seam_on();
-	ms_store *s = ten_keys(p, &m, 0);
+	ms_store *s = ten_keys(p, &m, flags);
 	fault_set(&f_datasync, 0, 1, EIO);
-	cr_assert_eq(ms_sync(s), MS_EIO);
+	int rc = ms_sync(s);
+	cr_assert_eq(f_datasync.fired, 1, "ms_sync made no fdatasync");
+	cr_assert_eq(rc, MS_EIO, "ms_sync whose fdatasync failed = %d (%s)", rc, ms_strerror(rc));
 	expect_refusing(s, &m);
-	ms_close(s);
-	reopen_expect(p, &m, "after reopen");
+	rc = ms_close(s);
+	cr_assert(rc == 0 || rc == MS_EIO, "ms_close after a failed sync = %d", rc);
+	s = tu_open(p, flags, 0);
+	expect_model(s, &m, "reopened after the failed ms_sync");
+	cr_assert_eq(put_i(s, 11, 10, 11), 0, "commits work again after the reopen: %s", ms_last_error());
+	model_set(&m, 11, 10, 11);
+	cr_assert_eq(ms_sync(s), 0, "ms_sync after the reopen: %s", ms_last_error());
+	tu_close(s);
+	reopen_expect(p, &m, "after a commit following the reopen");
+}
+
+Test(faults, failed_ms_sync_in_durable_mode_refuses_commits_until_reopen)
+{
+	failed_ms_sync(0);
+}
+
+Test(faults, failed_ms_sync_in_nosync_mode_refuses_commits_until_reopen)
+{
+	failed_ms_sync(MS_NOSYNC);
 }
 
 /* Close's checkpoint syncs twice (before and after its meta page); either failing is MS_EIO, the store
- * is closed all the same and every commit is there. */
+ * is closed all the same (it opens again: no handle lingers) and every commit is there. */
 static void failed_close_sync(int which, unsigned flags)
 {
 	const char *p = tu_path("s.ms");

@@ -1,14 +1,18 @@
 /* tests/test_multiproc.c - many processes on one store: commits of one seen by the next transaction
- * of another, growth by one read by another, writers of different processes taking turns through
- * the robust writer lock, readers killed while holding a snapshot (stale slots, reclaimed, their
- * space reusable again), the lock file (deletable, rebuilt, raced for), `mstore readers`, and two
- * workloads of four processes (fork + exec of tests/helper's ms_test_helper): one that runs for a few
- * seconds, and a kill -9 campaign against writers (inside commits too) and readers holding
- * snapshots. In both every value any process reads is checked against what was committed, and the
- * final store against what the writers acknowledged.
+ * of another, growth by one read by another, a process opening and writing a store another process
+ * has open (for writing or read-only, or keeps closing and reopening), writers of different processes
+ * taking turns through the robust writer lock (the test process's own write transaction waiting for
+ * another's too), writers killed inside their write transaction or with the store merely open,
+ * readers killed while holding a snapshot (stale slots, reclaimed, their space reusable again), read
+ * transactions of every process counted, the lock file (deletable, rebuilt, raced for), `mstore
+ * readers`, and two workloads of four processes (fork + exec of tests/helper's ms_test_helper): one
+ * that runs for a few seconds, and a kill -9 campaign against writers (inside commits too) and
+ * readers holding snapshots. In both every value any process reads is checked against what was
+ * committed, and the final store against what the writers acknowledged.
  *
  * The helper's `serve` mode is a process the test drives line by line (see its do_serve); its `mixed`
- * mode is one worker of the workloads and logs what it commits and reads (see its do_mixed).
+ * mode is one worker of the workloads and logs what it commits and reads (see its do_mixed); its
+ * `commit` mode commits until it is killed (tests/test_kill.c's campaigns use it too).
  *
  * Environment: MS_TEST_SEED (printed on failure), MS_KILLS (kills in the campaign, default 500),
  * MS_MP_SECONDS (length of the workload, default 4), MS_OPEN_RACES (rounds, default 60).
@@ -16,8 +20,10 @@
 #include "testutil.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -366,6 +372,140 @@ Test(multiproc, growth_by_one_process_is_read_by_another_without_reopening)
 	MCHK(cs.objects == 64, "ms_check counted %" PRIu64 " objects", cs.objects);
 }
 
+/* ---- opening and writing beside another process ---------------------------------------------------- */
+
+Test(multiproc, a_second_process_opens_and_writes_a_store_another_process_writes)
+{
+	/* mstore.h: "any number of processes may open the same store; write transactions of all of
+	 * them take turns". */
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	tu_close(s);
+	struct proc a;
+	proc_start(&a, "process A (has the store open for writing)");
+	proc_ok(&a, "open %s", p);
+	ms_options o = { 0 };
+	s = NULL;
+	int rc = ms_open(p, &o, &s);
+	if (rc == 0) {
+		tu_expect_str(s, "k", "v");
+		tu_puts(s, "mine", "1");
+		tu_close(s);
+	}
+	proc_quit(&a);
+	cr_assert_eq(rc, 0, "ms_open while another process has the store open for writing = %d (%s)", rc,
+		     ms_strerror(rc));
+	s = tu_open(p, 0, 0);
+	tu_expect_str(s, "mine", "1");
+	tu_close(s);
+	tu_check_sound(p);
+}
+
+Test(multiproc, a_reading_process_does_not_keep_writers_out)
+{
+	/* "Many processes may open the same store at once; readers never block" (design brief). */
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	tu_close(s);
+	struct proc a;
+	proc_start(&a, "process A (has the store open read-only)");
+	proc_ok(&a, "open %s readonly", p);
+	ms_options o = { 0 };
+	s = NULL;
+	int rc = ms_open(p, &o, &s);
+	if (rc == 0) {
+		tu_puts(s, "k2", "v2");
+		tu_close(s);
+	}
+	proc_quit(&a);
+	cr_assert_eq(rc, 0, "ms_open for writing while another process has it open read-only = %d (%s)", rc,
+		     ms_strerror(rc));
+	s = tu_open(p, MS_READONLY, 0);
+	tu_expect_str(s, "k2", "v2");
+	tu_close(s);
+}
+
+Test(multiproc, a_writer_that_reopens_beside_another_process_keeps_the_store_sound)
+{
+	/* ms_test_helper commit: commits multi-key transactions, closing and reopening its handle every
+	 * 16th commit or so, while this process has the store open and takes read snapshots. */
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_close(s);
+	int pp[2];
+	cr_assert_eq(pipe(pp), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		child_setup();
+		close(pp[0]);
+		char fd[16];
+		snprintf(fd, sizeof fd, "%d", pp[1]);
+		execl(MSTORE_TEST_HELPER, MSTORE_TEST_HELPER, "commit", p, fd, "77", "sync", (char *)NULL);
+		_exit(127);
+	}
+	close(pp[1]);
+	char line[64] = { 0 };
+	cr_assert_gt(read(pp[0], line, sizeof line - 1), 0, "the helper died before it started");
+	fcntl(pp[0], F_SETFL, O_NONBLOCK);
+	s = tu_open(p, 0, 0);
+	uint64_t last = 0, snaps = 0;
+	int bad = 0;
+	double t0 = tu_now();
+	while (tu_now() - t0 < 2.0 && !bad) {
+		char junk[4096];
+		while (read(pp[0], junk, sizeof junk) > 0)
+			;
+		ms_txn *t = tu_begin(s, MS_READONLY);
+		ms_val v;
+		int rc = ms_txn_get(t, KT_SEQ_KEY, 3, &v);
+		if (rc == 0) {
+			uint64_t seq = kt_seq_value(v.data);
+			bad = seq < last ? -100 : 0;
+			last = seq;
+			ms_iter *it;
+			if ((rc = ms_iter_open(t, &it)) == 0) {
+				ms_val k;
+				while ((rc = ms_iter_next(it, &k, &v)) == 0)
+					;
+				ms_iter_close(it);
+				if (rc != MS_NOTFOUND)
+					bad = rc;
+			} else {
+				bad = rc;
+			}
+		} else if (rc != MS_NOTFOUND) {
+			bad = rc;
+		}
+		ms_txn_abort(t);
+		snaps++;
+		sleep_us(500);
+	}
+	int st = 0;
+	bool exited = waitpid(pid, &st, WNOHANG) == pid;
+	if (!exited) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	char tail[256] = { 0 };
+	ssize_t n = read(pp[0], tail, sizeof tail - 1);
+	close(pp[0]);
+	cr_assert_eq(bad, 0, "a snapshot of the store another process writes failed with %d (%s) after %" PRIu64
+		     " snapshots", bad, ms_strerror(bad), snaps);
+	cr_assert(!exited, "the writer failed on its own (status %#x): %s", st, n > 0 ? tail : "");
+	tu_close(s);
+	s = NULL;
+	ms_options o = { 0 };
+	int rc = ms_open(p, &o, &s);
+	cr_assert_eq(rc, 0, "the store no longer opens: %d (%s): %s", rc, ms_strerror(rc), ms_last_error());
+	ms_stats stt = tu_stat(s);
+	tu_close(s);
+	cr_assert_gt(stt.txn_id, 10, "the writer hardly committed");
+	tu_check_sound(p);
+}
+
 /* ---- the writer lock across processes -------------------------------------------------------------- */
 
 Test(multiproc, write_transactions_of_different_processes_take_turns)
@@ -461,6 +601,125 @@ Test(multiproc, writer_killed_holding_the_lock_does_not_block_the_others)
 	s = tu_open(path, 0, 0);
 	MCHK(tu_stat(s).objects == 1 + 5 * (1 + 1 + 20), "%" PRIu64 " objects after reopening", tu_stat(s).objects);
 	tu_close(s);
+}
+
+/* Start process A with a write transaction open on path in which it has put "held" (1 byte, seed 1). */
+static void start_holding_a_write_transaction(struct proc *a, const char *path, const char *name)
+{
+	proc_start(a, name);
+	proc_ok(a, "open %s", path);
+	proc_ok(a, "wbegin");
+	proc_ok(a, "put held 1 1");
+}
+
+struct begin_arg {
+	ms_store *s;
+	atomic_int done;
+	int rc;
+	int saw_held;
+};
+
+/* A write transaction of this process, begun in a thread (it may wait): it notes whether it sees
+ * "held", puts "mine" = "2" and commits. */
+static void *begin_write_and_commit(void *arg)
+{
+	struct begin_arg *a = arg;
+	ms_txn *t;
+	a->rc = ms_txn_begin(a->s, 0, &t);
+	if (a->rc == 0) {
+		ms_val v;
+		a->saw_held = ms_txn_get(t, "held", 4, &v) == 0;
+		a->rc = ms_txn_put(t, "mine", 4, "2", 1);
+		a->rc = a->rc ? a->rc : ms_txn_commit(t);
+	}
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/* Unlike write_transactions_of_different_processes_take_turns (where the waiting writer is another
+ * helper process), here ms_txn_begin of the test process itself waits for another process's write
+ * transaction, and once it goes ahead it sees that process's commit. */
+Test(multiproc, a_write_transaction_waits_for_another_processs_and_sees_its_commit)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	struct proc a;
+	start_holding_a_write_transaction(&a, p, "process A (holds a write transaction)");
+	struct begin_arg b = { .s = s };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, begin_write_and_commit, &b), 0);
+	sleep_us(300 * 1000);
+	int early = atomic_load(&b.done);
+	/* Reads go on meanwhile, and do not see the other process's uncommitted put. */
+	tu_expect_absent(s, "held");
+	proc_ok(&a, "wcommit"); /* A commits "held" ... */
+	proc_quit(&a);          /* ... and exits */
+	double t0 = tu_now();
+	while (!atomic_load(&b.done) && tu_now() - t0 < 10.0)
+		sleep_us(1000);
+	cr_assert(atomic_load(&b.done), "ms_txn_begin still waits 10 s after the other process committed");
+	pthread_join(th, NULL);
+	cr_assert(!early, "ms_txn_begin did not wait for another process's open write transaction (rc %d)", b.rc);
+	cr_assert_eq(b.rc, 0, "the write transaction after the other process's = %d (%s)", b.rc, ms_strerror(b.rc));
+	cr_assert(b.saw_held, "a write transaction begun after another process's commit does not see it");
+	MCHK(own_check(s, "held", 1, 1) == 0, "the other process's commit is not there");
+	tu_expect_str(s, "mine", "2");
+	tu_close(s);
+	tu_check_sound(p);
+}
+
+/* Unlike writer_killed_holding_the_lock_does_not_block_the_others (another process waits, the test
+ * process writes after it), here the test process's own ms_txn_begin after the kill goes ahead within
+ * 10 s, and a process that opens the store afresh after such a kill, with no other process having it
+ * open, writes too. */
+Test(multiproc, a_writer_killed_inside_its_write_transaction_blocks_neither_an_open_handle_nor_a_new_opener)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	struct proc a;
+	start_holding_a_write_transaction(&a, p, "process A (killed inside a write transaction)");
+	proc_kill(&a);
+	struct begin_arg b = { .s = s };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, begin_write_and_commit, &b), 0);
+	double t0 = tu_now();
+	while (!atomic_load(&b.done) && tu_now() - t0 < 10.0)
+		sleep_us(1000);
+	cr_assert(atomic_load(&b.done), "ms_txn_begin still waits 10 s after the writer holding the lock was killed");
+	pthread_join(th, NULL);
+	cr_assert_eq(b.rc, 0, "write transaction after the killed writer = %d (%s)", b.rc, ms_strerror(b.rc));
+	cr_assert(!b.saw_held, "the killed writer's uncommitted put is visible");
+	tu_expect_absent(s, "held");
+	tu_expect_str(s, "mine", "2");
+	tu_expect_str(s, "k", "v");
+	/* And again from a process that opens the store afresh. */
+	tu_close(s);
+	start_holding_a_write_transaction(&a, p, "process A (killed inside a write transaction, alone)");
+	proc_kill(&a);
+	s = tu_open(p, 0, 0);
+	tu_puts(s, "after", "3");
+	tu_expect_absent(s, "held");
+	tu_close(s);
+	tu_check_sound(p);
+}
+
+Test(multiproc, a_writer_killed_with_sigkill_does_not_keep_the_store_busy)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	tu_close(s);
+	struct proc a;
+	proc_start(&a, "process A (has the store open for writing, killed)");
+	proc_ok(&a, "open %s", p);
+	proc_kill(&a);
+	s = tu_open(p, 0, 0);
+	tu_expect_str(s, "k", "v");
+	tu_puts(s, "k2", "v2");
+	tu_close(s);
+	tu_check_sound(p);
 }
 
 /* ---- readers killed while holding a snapshot ------------------------------------------------------- */
@@ -610,6 +869,67 @@ Test(multiproc, stat_readers_counts_read_transactions_of_every_process)
 	ms_txn_abort(t);
 	MCHK(tu_stat(s).readers == 0, "readers %" PRIu64 " at the end", tu_stat(s).readers);
 	tu_close(s);
+}
+
+Test(multiproc, a_dead_readers_slot_is_reclaimed)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_open(p, MS_CREATE | MS_NOSYNC, 0);
+	ms_stats st0 = tu_stat(s);
+	static unsigned char buf[10000];
+	for (unsigned i = 0; i < 100; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "r%u", i);
+		tu_put(s, k, buf, sizeof buf);
+	}
+	struct proc a;
+	proc_start(&a, "process A (a reader, killed)");
+	proc_ok(&a, "open %s readonly", p);
+	proc_ok(&a, "rbegin");
+	cr_assert_eq(tu_stat(s).readers, 1);
+	for (unsigned i = 0; i < 100; i++) {
+		char k[16];
+		snprintf(k, sizeof k, "r%u", i);
+		cr_assert_eq(ms_del(s, k, strlen(k)), 0);
+	}
+	ms_stats st = tu_stat(s);
+	cr_assert_geq(st.used_bytes, 100u * sizeof buf, "the other process's snapshot does not pin its space");
+	proc_kill(&a);
+	unsigned cleared = 0;
+	cr_assert_eq(ms_reader_check(s, &cleared), 0);
+	cr_assert_eq(cleared, 1, "ms_reader_check cleared %u slots of one dead reader", cleared);
+	tu_puts(s, "x", "y"); /* a commit, in case reuse waits for the next writer */
+	cr_assert_eq(ms_del(s, "x", 1), 0);
+	st = tu_stat(s);
+	cr_assert_eq(st.readers, 0, "readers = %" PRIu64 " after the only reader died", st.readers);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	cr_assert_leq(st.used_bytes, st0.used_bytes + 8 * page,
+		      "used_bytes %" PRIu64 " after the dead reader's slot was freed; a new store has %" PRIu64, st.used_bytes,
+		      st0.used_bytes);
+	tu_close(s);
+}
+
+/* Beside stat_readers_counts_read_transactions_of_every_process: both processes here open the store
+ * read-only, the other one first. */
+Test(multiproc, a_read_only_handle_counts_the_read_transactions_of_another_read_only_process)
+{
+	const char *p = tu_path("s.ms");
+	ms_store *s = tu_create(p);
+	tu_puts(s, "k", "v");
+	tu_close(s);
+	struct proc a;
+	proc_start(&a, "process A (a reader)");
+	proc_ok(&a, "open %s readonly", p);
+	proc_ok(&a, "rbegin");
+	s = tu_open(p, MS_READONLY, 0);
+	ms_stats st = tu_stat(s);
+	ms_txn *t = tu_begin(s, MS_READONLY);
+	ms_stats st2 = tu_stat(s);
+	ms_txn_abort(t);
+	tu_close(s);
+	proc_quit(&a);
+	cr_assert_eq(st.readers, 1, "readers = %" PRIu64 " while another process holds one read transaction", st.readers);
+	cr_assert_eq(st2.readers, 2, "readers = %" PRIu64 " with one read transaction here and one there", st2.readers);
 }
 
 /* ---- the lock file ----------------------------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include "testutil.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #if defined(__SANITIZE_THREAD__)
@@ -451,29 +452,386 @@ Test(tsan, four_readers_a_writer_and_transaction_churn_share_one_handle)
 	tu_check_sound(path);
 }
 
+/* ---- whole versions: one writer, readers checking every snapshot ------------------------------------- */
+/* One writer commits versions 1..TH_VERSIONS; each commit puts every key "t00".."t15" (value: 8-byte version,
+ * then tu_fill bytes of a length that depends on key and version), "ver" = version, and puts "flip"
+ * in even versions / deletes it in odd ones. Readers check that every snapshot is one whole version,
+ * that versions never go backwards, and that a long-held snapshot's pointers stay intact. */
+
+enum { TH_KEYS = 16, TH_READERS = 3, TH_VERSIONS = 1500 };
+
+static size_t th_len(unsigned key, uint64_t ver)
+{
+	uint64_t h = tu_seed3(key, ver, 77);
+	return 8 + (size_t)(h % 100 == 0 ? h % 60000 : h % 1500);
+}
+
+static uint64_t th_vseed(unsigned key, uint64_t ver)
+{
+	return tu_seed3(key, ver, 78);
+}
+
+/* True when v is key's value of some version; *ver gets that version. */
+static bool th_decode(unsigned key, const void *data, size_t len, uint64_t *ver)
+{
+	if (len < 8)
+		return false;
+	memcpy(ver, data, 8);
+	return len == th_len(key, *ver) && tu_check_fill((const char *)data + 8, len - 8, th_vseed(key, *ver));
+}
+
+static void *th_writer(void *arg)
+{
+	struct shared *sh = arg;
+	static unsigned char buf[70000];
+	for (uint64_t ver = 1; ver <= TH_VERSIONS && !atomic_load(&sh->stop); ver++) {
+		ms_txn *t;
+		int rc = ms_txn_begin(sh->s, 0, &t);
+		if (rc) {
+			fail_once(sh, "writer: begin = %d", rc);
+			break;
+		}
+		for (unsigned k = 0; k < TH_KEYS && rc == 0; k++) {
+			char key[8];
+			snprintf(key, sizeof key, "t%02u", k);
+			size_t len = th_len(k, ver);
+			memcpy(buf, &ver, 8);
+			tu_fill(buf + 8, len - 8, th_vseed(k, ver));
+			rc = ms_txn_put(t, key, 3, buf, len);
+		}
+		if (rc == 0)
+			rc = ms_txn_put(t, "ver", 3, &ver, 8);
+		if (rc == 0 && ver % 2 == 0) {
+			rc = ms_txn_put(t, "flip", 4, &ver, 8);
+		} else if (rc == 0) {
+			/* "flip" exists from version 2 on, in even versions only. */
+			rc = ms_txn_del(t, "flip", 4);
+			if (ver == 1)
+				rc = rc == MS_NOTFOUND ? 0 : -100;
+		}
+		if (rc) {
+			ms_txn_abort(t);
+			fail_once(sh, "writer: version %" PRIu64 ": %d", ver, rc);
+			break;
+		}
+		rc = ms_txn_commit(t);
+		if (rc) {
+			fail_once(sh, "writer: commit of version %" PRIu64 " = %d", ver, rc);
+			break;
+		}
+	}
+	atomic_store(&sh->stop, true); /* the readers end with the writer */
+	return NULL;
+}
+
+/* Check one snapshot; returns its version, or UINT64_MAX after a failure. */
+static uint64_t th_check_snapshot(struct shared *sh, ms_txn *t, int id, const void **ptrs)
+{
+	ms_val v;
+	uint64_t ver = 0;
+	int rc = ms_txn_get(t, "ver", 3, &v);
+	if (rc == MS_NOTFOUND) {
+		ver = 0;
+	} else if (rc != 0 || v.len != 8) {
+		fail_once(sh, "reader %d: get ver = %d, len %zu", id, rc, v.len);
+		return UINT64_MAX;
+	} else {
+		memcpy(&ver, v.data, 8);
+	}
+	for (unsigned k = 0; k < TH_KEYS; k++) {
+		char key[8];
+		snprintf(key, sizeof key, "t%02u", k);
+		rc = ms_txn_get(t, key, 3, &v);
+		if (ver == 0) {
+			if (rc != MS_NOTFOUND) {
+				fail_once(sh, "reader %d: %s present before the first commit (%d)", id, key, rc);
+				return UINT64_MAX;
+			}
+			continue;
+		}
+		uint64_t kv;
+		if (rc != 0 || !th_decode(k, v.data, v.len, &kv) || kv != ver) {
+			fail_once(sh, "reader %d: snapshot of version %" PRIu64 ": %s rc %d len %zu version %" PRIu64, id,
+				ver, key, rc, v.len, rc == 0 && v.len >= 8 ? kv : 0);
+			return UINT64_MAX;
+		}
+		if (ptrs)
+			ptrs[k] = v.data;
+	}
+	rc = ms_txn_get(t, "flip", 4, &v);
+	if (ver && (ver % 2 == 0) != (rc == 0)) {
+		fail_once(sh, "reader %d: version %" PRIu64 ": flip rc %d", id, ver, rc);
+		return UINT64_MAX;
+	}
+	atomic_fetch_add(&sh->reads, 1);
+	return ver;
+}
+
+struct th_reader_arg {
+	struct shared *sh;
+	int id;
+};
+
+static void *th_reader(void *arg)
+{
+	struct th_reader_arg *ra = arg;
+	struct shared *sh = ra->sh;
+	uint64_t last = 0;
+	ms_txn *held = NULL;
+	uint64_t held_ver = 0;
+	const void *held_ptrs[TH_KEYS];
+	unsigned i = 0;
+	static _Thread_local unsigned char buf[70000];
+	while (!atomic_load(&sh->stop)) {
+		i++;
+		ms_txn *t;
+		int rc = ms_txn_begin(sh->s, MS_READONLY, &t);
+		if (rc) {
+			fail_once(sh, "reader %d: begin = %d", ra->id, rc);
+			break;
+		}
+		bool keep = held == NULL && i % 7 == 1;
+		uint64_t ver = th_check_snapshot(sh, t, ra->id, keep ? held_ptrs : NULL);
+		if (ver == UINT64_MAX) {
+			ms_txn_abort(t);
+			break;
+		}
+		if (ver < last) {
+			fail_once(sh, "reader %d: version went back from %" PRIu64 " to %" PRIu64, ra->id, last, ver);
+			ms_txn_abort(t);
+			break;
+		}
+		last = ver;
+		if (i % 5 == 0) {
+			/* The iterator of a snapshot shows the same version everywhere. */
+			ms_iter *it;
+			if ((rc = ms_iter_open(t, &it)) != 0) {
+				fail_once(sh, "reader %d: iter_open = %d", ra->id, rc);
+				ms_txn_abort(t);
+				break;
+			}
+			ms_val k, v;
+			unsigned n = 0;
+			while ((rc = ms_iter_next(it, &k, &v)) == 0) {
+				n++;
+				unsigned key;
+				uint64_t kv;
+				if (k.len == 3 && ((const char *)k.data)[0] == 't') {
+					key = (unsigned)(((const char *)k.data)[1] - '0') * 10u +
+					      (unsigned)(((const char *)k.data)[2] - '0');
+					if (key >= TH_KEYS || !th_decode(key, v.data, v.len, &kv) || kv != ver) {
+						fail_once(sh, "reader %d: iterator of version %" PRIu64 " shows a bad %.3s",
+							ra->id, ver, (const char *)k.data);
+						break;
+					}
+				}
+			}
+			ms_iter_close(it);
+			unsigned want = ver == 0 ? 0 : TH_KEYS + 1 + (ver % 2 == 0);
+			if (rc != MS_NOTFOUND || n != want) {
+				if (!atomic_load(&sh->failures))
+					fail_once(sh, "reader %d: iterator of version %" PRIu64 " ended %d after %u of %u", ra->id,
+						ver, rc, n, want);
+				ms_txn_abort(t);
+				break;
+			}
+		}
+		if (keep && ver > 0) {
+			held = t;
+			held_ver = ver;
+		} else {
+			ms_txn_abort(t);
+		}
+		if (held && i % 50 == 0) {
+			for (unsigned k = 0; k < TH_KEYS; k++) {
+				size_t len = th_len(k, held_ver);
+				uint64_t kv;
+				if (!th_decode(k, held_ptrs[k], len, &kv) || kv != held_ver) {
+					fail_once(sh, "reader %d: a held zero-copy value of version %" PRIu64 " changed", ra->id,
+						held_ver);
+					break;
+				}
+			}
+			ms_txn_abort(held);
+			held = NULL;
+		}
+		/* One-operation reads: each is some whole version, not older than what was seen. */
+		if (i % 3 == 0) {
+			size_t vlen = 0;
+			unsigned key = i % TH_KEYS;
+			char kn[8];
+			snprintf(kn, sizeof kn, "t%02u", key);
+			rc = ms_get(sh->s, kn, 3, buf, sizeof buf, &vlen);
+			uint64_t kv = 0;
+			if (last > 0 && (rc != 0 || !th_decode(key, buf, vlen, &kv) || kv < last)) {
+				fail_once(sh, "reader %d: ms_get(%s) = %d, version %" PRIu64 " after seeing %" PRIu64, ra->id, kn,
+					rc, kv, last);
+				break;
+			}
+		}
+	}
+	if (held)
+		ms_txn_abort(held);
+	return NULL;
+}
+
+Test(tsan, threads_share_one_handle_readers_see_whole_versions)
+{
+	const char *p = tu_path("s.ms");
+	static struct shared sh;
+	shared_init(&sh, p, MS_NOSYNC);
+	pthread_t w, r[TH_READERS];
+	struct th_reader_arg ra[TH_READERS];
+	for (int i = 0; i < TH_READERS; i++) {
+		ra[i] = (struct th_reader_arg){ &sh, i };
+		cr_assert_eq(pthread_create(&r[i], NULL, th_reader, &ra[i]), 0);
+	}
+	cr_assert_eq(pthread_create(&w, NULL, th_writer, &sh), 0);
+	pthread_join(w, NULL);
+	for (int i = 0; i < TH_READERS; i++)
+		pthread_join(r[i], NULL);
+	uint64_t failed = atomic_load(&sh.failures);
+	uint64_t reads = atomic_load(&sh.reads);
+	cr_assert_eq(failed, 0, "%s", sh.failure);
+	cr_assert_gt(reads, 10, "the readers hardly ran (%" PRIu64 " snapshots checked)", reads);
+	ms_stats st = tu_stat(sh.s);
+	cr_assert_eq(st.objects, TH_KEYS + 1 + (TH_VERSIONS % 2 == 0));
+	cr_assert_eq(st.readers, 0);
+	tu_close(sh.s);
+	tu_check_sound(p);
+}
+
+struct hold_arg {
+	ms_store *s;
+	atomic_int stage; /* 1: write txn open with a put; 2: main says commit; 3: committed */
+	int err;
+};
+
+static void *hold_writer(void *arg)
+{
+	struct hold_arg *a = arg;
+	ms_txn *t;
+	a->err = ms_txn_begin(a->s, 0, &t);
+	if (a->err == 0)
+		a->err = ms_txn_put(t, "k", 1, "new", 3);
+	atomic_store(&a->stage, 1);
+	while (atomic_load(&a->stage) != 2)
+		sched_yield();
+	if (a->err == 0)
+		a->err = ms_txn_commit(t);
+	atomic_store(&a->stage, 3);
+	return NULL;
+}
+
+struct read_arg {
+	ms_store *s;
+	atomic_int done;
+	int rc[4];
+};
+
+static void *reads_beside_writer(void *arg)
+{
+	struct read_arg *a = arg;
+	ms_txn *t;
+	a->rc[0] = ms_txn_begin(a->s, MS_READONLY, &t);
+	if (a->rc[0] == 0) {
+		ms_val v;
+		a->rc[1] = ms_txn_get(t, "k", 1, &v);
+		if (a->rc[1] == 0 && (v.len != 3 || memcmp(v.data, "old", 3)))
+			a->rc[1] = 1000;
+		ms_iter *it;
+		a->rc[2] = ms_iter_open(t, &it);
+		if (a->rc[2] == 0) {
+			ms_val k;
+			while ((a->rc[2] = ms_iter_next(it, &k, &v)) == 0)
+				;
+			ms_iter_close(it);
+		}
+		ms_txn_abort(t);
+	}
+	char buf[8];
+	size_t vlen;
+	a->rc[3] = ms_get(a->s, "k", 1, buf, sizeof buf, &vlen);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+Test(tsan, read_transactions_do_not_wait_for_a_writer_thread)
+{
+	ms_store *s = tu_open(tu_path("s.ms"), MS_CREATE | MS_NOSYNC, 0);
+	tu_puts(s, "k", "old");
+	struct hold_arg h = { .s = s };
+	pthread_t wt, rt;
+	cr_assert_eq(pthread_create(&wt, NULL, hold_writer, &h), 0);
+	while (atomic_load(&h.stage) != 1)
+		sched_yield();
+	struct read_arg ra = { .s = s };
+	cr_assert_eq(pthread_create(&rt, NULL, reads_beside_writer, &ra), 0);
+	double t0 = tu_now();
+	while (!atomic_load(&ra.done) && tu_now() - t0 < 10.0)
+		usleep(1000);
+	cr_assert(atomic_load(&ra.done), "reads still blocked after 10 s while another thread holds a write transaction");
+	pthread_join(rt, NULL);
+	cr_assert_eq(ra.rc[0], 0, "ms_txn_begin(MS_READONLY) = %d", ra.rc[0]);
+	cr_assert_eq(ra.rc[1], 0, "ms_txn_get beside an open write transaction = %d", ra.rc[1]);
+	cr_assert_eq(ra.rc[2], MS_NOTFOUND, "iteration beside an open write transaction = %d", ra.rc[2]);
+	cr_assert_eq(ra.rc[3], 0, "ms_get beside an open write transaction = %d", ra.rc[3]);
+	atomic_store(&h.stage, 2);
+	pthread_join(wt, NULL);
+	cr_assert_eq(h.err, 0);
+	tu_expect_str(s, "k", "new");
+	tu_close(s);
+}
+
+/* ---- write transactions of several threads take turns --------------------------------------------- */
+
 struct counter_ctx {
 	ms_store *s;
 	unsigned n;
-	_Atomic int failed;
+	_Atomic int failed; /* what failed first: 1 begin, 2 get, 3 put, 4 commit, 5 a read went back */
+	_Atomic int rc;     /* and the code it returned */
 	_Atomic bool done;
 };
 
+static void counter_fail(struct counter_ctx *c, int what, int rc)
+{
+	int none = 0;
+	if (atomic_compare_exchange_strong(&c->failed, &none, what))
+		atomic_store(&c->rc, rc);
+}
+
+/* n read-modify-write transactions adding 1 to the 8-byte counter "n"; every 4th holds the writer
+ * lock a while (sched_yield between its read and its write), so the others wait for it. */
 static void *incr_main(void *arg)
 {
 	struct counter_ctx *c = arg;
-	for (unsigned i = 0; i < c->n; i++) {
+	for (unsigned i = 0; i < c->n && !atomic_load(&c->failed); i++) {
 		ms_txn *t;
-		if (ms_txn_begin(c->s, 0, &t)) {
-			atomic_store(&c->failed, 1);
+		int rc = ms_txn_begin(c->s, 0, &t);
+		if (rc) {
+			counter_fail(c, 1, rc);
 			return NULL;
 		}
 		ms_val v;
 		uint64_t x = 0;
-		if (ms_txn_get(t, "n", 1, &v) == 0 && v.len == 8)
+		rc = ms_txn_get(t, "n", 1, &v);
+		if (rc == 0 && v.len == 8) {
 			memcpy(&x, v.data, 8);
+		} else if (rc != MS_NOTFOUND) {
+			ms_txn_abort(t);
+			counter_fail(c, 2, rc ? rc : -100); /* -100: the counter has the wrong length */
+			return NULL;
+		}
 		x++;
-		if (ms_txn_put(t, "n", 1, &x, 8) || ms_txn_commit(t)) {
-			atomic_store(&c->failed, 2);
+		if (i % 4 == 0)
+			sched_yield();
+		if ((rc = ms_txn_put(t, "n", 1, &x, 8)) != 0) {
+			ms_txn_abort(t);
+			counter_fail(c, 3, rc);
+			return NULL;
+		}
+		if ((rc = ms_txn_commit(t)) != 0) {
+			counter_fail(c, 4, rc);
 			return NULL;
 		}
 	}
@@ -489,7 +847,7 @@ static void *watch_main(void *arg)
 		size_t len;
 		int rc = ms_get(c->s, "n", 1, &x, sizeof x, &len);
 		if ((rc && rc != MS_NOTFOUND) || x < last)
-			atomic_store(&c->failed, 3);
+			counter_fail(c, 5, rc);
 		last = x;
 	}
 	return NULL;
@@ -506,12 +864,13 @@ Test(tsan, write_transactions_of_several_threads_take_turns)
 		pthread_join(w[i], NULL);
 	atomic_store(&c.done, true);
 	pthread_join(r, NULL);
-	TCHK(atomic_load(&c.failed) == 0, "a thread failed (%d: 1 begin, 2 put/commit, 3 a read went back)",
-	     atomic_load(&c.failed));
+	int failed = atomic_load(&c.failed), rc = atomic_load(&c.rc);
+	TCHK(failed == 0, "a thread failed (%d: 1 begin, 2 get, 3 put, 4 commit, 5 a read went back) with %d (%s)", failed,
+	     rc, ms_strerror(rc));
 	uint64_t x = 0;
 	size_t len;
-	TCHK(ms_get(c.s, "n", 1, &x, sizeof x, &len) == 0 && x == 3 * c.n, "three threads added %u, the counter is %" PRIu64,
-	     3 * c.n, x);
+	TCHK(ms_get(c.s, "n", 1, &x, sizeof x, &len) == 0 && x == 3 * c.n,
+	     "lost updates: three threads added %u, the counter is %" PRIu64, 3 * c.n, x);
 	tu_close(c.s);
 	tu_check_sound(tu_path("incr.ms"));
 }

@@ -5,10 +5,6 @@
  *       transactions N+1, N+2, ... as tests/testutil.h's kt_txn_ops describes them, writing
  *       "ack S\n" to FD with write(2) after each ms_txn_commit that returned 0; every 16th commit or
  *       so it closes and reopens the store (or, with nosync, calls ms_sync). Runs until killed.
- *   ms_test_helper hold PATH FD [readonly] [txn] [wtxn]
- *       Open the store (with "txn" also begin a read transaction; with "wtxn" begin a write
- *       transaction and put "held" = "1" in it), write "ready\n" to FD, wait for end of file on
- *       standard input, commit the write transaction if any, close the store and exit 0.
  *   ms_test_helper serve
  *       A process the test drives line by line: commands on standard input, one reply line each on
  *       standard output ("ok ...", "absent", "mismatch ...", "err CODE TEXT"). See do_serve.
@@ -86,35 +82,6 @@ static int do_commit(const char *path, uint64_t seed, bool nosync)
 			return fail("sync", rc);
 		}
 	}
-}
-
-static int do_hold(const char *path, bool readonly, bool txn, bool wtxn)
-{
-	ms_options o = { .flags = readonly ? MS_READONLY : MS_CREATE };
-	ms_store *s = NULL;
-	int rc = ms_open(path, &o, &s);
-	if (rc)
-		return fail("open", rc);
-	ms_txn *t = NULL;
-	if (txn && (rc = ms_txn_begin(s, MS_READONLY, &t)) != 0)
-		return fail("begin", rc);
-	ms_txn *w = NULL;
-	if (wtxn) {
-		if ((rc = ms_txn_begin(s, 0, &w)) != 0)
-			return fail("begin-write", rc);
-		if ((rc = ms_txn_put(w, "held", 4, "1", 1)) != 0)
-			return fail("put", rc);
-	}
-	say("ready %llu\n", 0);
-	char c;
-	while (read(0, &c, 1) > 0)
-		;
-	if (w && (rc = ms_txn_commit(w)) != 0)
-		return fail("commit", rc);
-	rc = ms_close(s);
-	if (rc)
-		return fail("close", rc);
-	return 0;
 }
 
 /* ---- mixed: a worker of the multi-process workloads ---------------------------------------------- *
@@ -906,16 +873,6 @@ int main(int argc, char **argv)
 		out_fd = atoi(argv[3]);
 		return do_commit(argv[2], strtoull(argv[4], NULL, 0), argc > 5 && strcmp(argv[5], "nosync") == 0);
 	}
-	if (argc >= 4 && strcmp(argv[1], "hold") == 0) {
-		out_fd = atoi(argv[3]);
-		bool ro = false, txn = false, wtxn = false;
-		for (int i = 4; i < argc; i++) {
-			ro |= strcmp(argv[i], "readonly") == 0;
-			txn |= strcmp(argv[i], "txn") == 0;
-			wtxn |= strcmp(argv[i], "wtxn") == 0;
-		}
-		return do_hold(argv[2], ro, txn, wtxn);
-	}
 	if (argc == 2 && strcmp(argv[1], "serve") == 0)
 		return do_serve();
 	if (argc >= 7 && strcmp(argv[1], "mixed") == 0) {
@@ -926,7 +883,7 @@ int main(int argc, char **argv)
 		return do_mixed(argv[2], argv[3], strtoull(argv[4], NULL, 0), (uint32_t)strtoul(argv[5], NULL, 0),
 				strtod(argv[6], NULL), argc > 7 && strcmp(argv[7], "nosync") == 0);
 	}
-	fprintf(stderr, "usage: ms_test_helper commit PATH FD SEED [nosync] | hold PATH FD [readonly] [txn] [wtxn] |\n"
-			"       serve | mixed PATH LOG SEED WID SECONDS [nosync]\n");
+	fprintf(stderr, "usage: ms_test_helper commit PATH FD SEED [nosync] | serve |\n"
+			"       mixed PATH LOG SEED WID SECONDS [nosync]\n");
 	return 2;
 }
