@@ -173,7 +173,7 @@ int ms_check(const char *path, ms_check_fn fn, void *ctx, ms_check_stats *stats)
 	ms_txn *pin_txn = NULL;
 	_Atomic int faulted = 0;
 	bool guarded = false;
-	if (fstat(fd, &sb)) {
+	if (ms_sys.fstat(fd, &sb)) {
 		rc = err_errno(MS_EIO, errno, "stat %s", path);
 		goto out;
 	}

@@ -55,6 +55,8 @@ int err_errno(int code, int errnum, const char *fmt, ...) __attribute__((format(
 int err_from_errno(int errnum);
 
 /* ---- sys.c: the one seam for system calls on the store file (fault injection hooks here) ---- */
+struct stat;
+struct flock;
 struct ms_sys {
 	int (*open)(const char *path, int flags, mode_t mode);
 	int (*close)(int fd);
@@ -69,6 +71,12 @@ struct ms_sys {
 	int (*msync)(void *addr, size_t len, int flags);
 	int (*zero_range)(int fd, off_t off, off_t len); /* make [off, off+len) read as zeros, keeping the
 	                                                    size and the space booked; 0, or -1 with errno */
+	int (*fstat)(int fd, struct stat *sb);
+	int (*rename_noreplace)(const char *from, const char *to); /* renameat2(RENAME_NOREPLACE) */
+	int (*link)(const char *from, const char *to);
+	int (*unlink)(const char *path);
+	int (*flock)(int fd, int op);
+	int (*fcntl_lock)(int fd, int cmd, struct flock *fl); /* fcntl with a struct flock (F_OFD_SETLK...) */
 };
 extern struct ms_sys ms_sys;          /* the table in force; tests may replace entries */
 extern const struct ms_sys ms_sys_default;

@@ -152,7 +152,7 @@ void map_guard_del(void *base)
 int map_fault_error(ms_store *s)
 {
 	struct stat sb;
-	if (fstat(s->fd, &sb) == 0 && (uint64_t)sb.st_size < s->file_size)
+	if (ms_sys.fstat(s->fd, &sb) == 0 && (uint64_t)sb.st_size < s->file_size)
 		return err_set(MS_EIO, "%s was truncated under the store (to %llu bytes; the store needs %llu): "
 		               "close it; a reopen checks what is left", s->path, (unsigned long long)sb.st_size,
 		               (unsigned long long)s->file_size);
@@ -163,7 +163,7 @@ int map_fault_error(ms_store *s)
 int map_check_size(ms_store *s)
 {
 	struct stat sb;
-	if (!map_faulted(s) && fstat(s->fd, &sb) == 0 && (uint64_t)sb.st_size >= s->file_size)
+	if (!map_faulted(s) && ms_sys.fstat(s->fd, &sb) == 0 && (uint64_t)sb.st_size >= s->file_size)
 		return 0;
 	atomic_store(&s->truncated, 1);
 	return map_fault_error(s);

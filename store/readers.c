@@ -46,7 +46,7 @@ static int ofd_lock(int fd, short type, bool wait)
 	fl.l_whence = SEEK_SET;
 	fl.l_start = 0;
 	fl.l_len = 1;
-	return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+	return ms_sys.fcntl_lock(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
 }
 
 static int lock_init_table(ms_store *s, struct lock_file *lf)
@@ -77,7 +77,7 @@ int readers_open(ms_store *s, bool *first)
 		rc = err_errno(MS_EIO, errno, "open lock file %s", lp);
 		goto out;
 	}
-	if (flock(s->lock_fd, LOCK_EX)) { /* serialises the setup below among openers */
+	if (ms_sys.flock(s->lock_fd, LOCK_EX)) { /* serialises the setup below among openers */
 		rc = err_errno(MS_EIO, errno, "lock %s", lp);
 		goto out;
 	}
@@ -91,7 +91,7 @@ int readers_open(ms_store *s, bool *first)
 		goto unlock;
 	}
 	struct stat sb;
-	if (fstat(s->lock_fd, &sb) || (uint64_t)sb.st_size < sizeof(struct lock_file)) {
+	if (ms_sys.fstat(s->lock_fd, &sb) || (uint64_t)sb.st_size < sizeof(struct lock_file)) {
 		rc = err_set(MS_EIO, "lock file %s is too short (being set up by a process that died?)", lp);
 		goto unlock;
 	}
@@ -119,7 +119,7 @@ int readers_open(ms_store *s, bool *first)
 	}
 	s->pid = (uint32_t)getpid();
 unlock:
-	flock(s->lock_fd, LOCK_UN);
+	ms_sys.flock(s->lock_fd, LOCK_UN);
 out:
 	free(lp);
 	return rc;
@@ -128,7 +128,7 @@ out:
 void readers_ready(ms_store *s)
 {
 	if (s->setup_locked)
-		flock(s->lock_fd, LOCK_UN);
+		ms_sys.flock(s->lock_fd, LOCK_UN);
 	s->setup_locked = false;
 }
 

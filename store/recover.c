@@ -233,7 +233,7 @@ int recover_writer(ms_store *s)
 	if (s->alloc && cur.txnid == s->alloc_txnid && !s->alloc_distrust)
 		return 0;
 	struct stat sb;
-	if (fstat(s->fd, &sb))
+	if (ms_sys.fstat(s->fd, &sb))
 		return err_errno(MS_EIO, errno, "stat %s", s->path);
 	uint64_t fsize = (uint64_t)sb.st_size / MS_ALIGN * MS_ALIGN;
 	if (fsize < cur.heap_end)

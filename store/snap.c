@@ -48,7 +48,7 @@ int snap_read(ms_store *s, uint64_t t, struct snap *out)
 	memcpy(&m[1], s->base + MS_PAGE, sizeof m[1]);
 	atomic_thread_fence(memory_order_acquire);
 	struct stat sb;
-	uint64_t fsize = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
+	uint64_t fsize = ms_sys.fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
 	bool ok[2];
 	for (int i = 0; i < 2; i++) {
 		const char *why;

@@ -55,7 +55,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	uint64_t heap_end = s->cur.heap_end;
 	pthread_mutex_unlock(&s->lock);
 	struct stat sb;
-	st->file_bytes = fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
+	st->file_bytes = ms_sys.fstat(s->fd, &sb) == 0 ? (uint64_t)sb.st_size : s->file_size;
 	if (!have_alloc) {
 		/* No allocator in a read-only handle (or before this process first wrote): the committed blocks are all that is used. */
 		st->used_bytes = st->object_bytes + st->index_bytes; /* read under the lock above */

@@ -2,7 +2,6 @@
  * page, bringing the allocator back (from the clean-close checkpoint, or rebuilt from the index after
  * anything unclean), the checkpoint at close, and the one-operation calls.
  */
-#define _GNU_SOURCE /* renameat2 */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -63,14 +62,14 @@ static int create_file(const char *path, unsigned mode)
 		rc = err_errno(MS_EIO, e, "write %s", path);
 		goto fail;
 	}
-	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE)) {
+	if (ms_sys.rename_noreplace(tmp, path)) {
 		e = errno;
 		if (e == EINVAL || e == ENOSYS) { /* a file system without renameat2: link is also exclusive */
-			if (link(tmp, path) == 0)
+			if (ms_sys.link(tmp, path) == 0)
 				e = 0;
 			else
 				e = errno;
-			unlink(tmp);
+			ms_sys.unlink(tmp);
 		}
 		if (e && e != EEXIST) {
 			rc = err_errno(err_from_errno(e), e, "create %s", path);
@@ -95,7 +94,7 @@ static int create_file(const char *path, unsigned mode)
 	return rc;
 fail:
 	ms_sys.close(fd);
-	unlink(tmp);
+	ms_sys.unlink(tmp);
 	free(tmp);
 	free(dir);
 	return rc;
@@ -163,7 +162,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	if (rc)
 		goto fail;
 	struct stat sb;
-	if (fstat(s->fd, &sb)) {
+	if (ms_sys.fstat(s->fd, &sb)) {
 		rc = err_errno(MS_EIO, errno, "stat %s", path);
 		goto fail;
 	}

@@ -1,10 +1,14 @@
-/* store/sys.c - the one seam for system calls on the store file. Every open, read, write, sync,
- * growth and mapping goes through ms_sys, so fault injection and the power-loss simulator hook in
- * by replacing entries of the table (SQLite's VFS syscall table does the same). */
-#define _GNU_SOURCE /* fallocate, FALLOC_FL_ZERO_RANGE */
+/* store/sys.c - the one seam for system calls on the store and its lock file. Every open, stat,
+ * read, write, sync, growth, mapping, rename, link, unlink and lock goes through ms_sys, so fault
+ * injection and the power-loss simulator hook in by replacing entries of the table (SQLite's VFS
+ * syscall table does the same). */
+#define _GNU_SOURCE /* fallocate, FALLOC_FL_ZERO_RANGE, renameat2 */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h> /* renameat2 */
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -27,11 +31,20 @@ static int sys_zero_range(int fd, off_t off, off_t len)
 	return 0;
 }
 
+static int sys_fstat(int fd, struct stat *sb) { return fstat(fd, sb); }
+static int sys_rename_noreplace(const char *from, const char *to)
+{
+	return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+}
+static int sys_fcntl_lock(int fd, int cmd, struct flock *fl) { return fcntl(fd, cmd, fl); }
+
 #define SYS_DEFAULTS                                                                                    \
 	{                                                                                               \
 		.open = sys_open, .close = close, .pread = pread, .pwrite = pwrite, .fdatasync = fdatasync, \
 		.fsync = fsync, .fallocate = sys_fallocate, .ftruncate = ftruncate, .mmap = mmap,           \
-		.munmap = munmap, .msync = msync, .zero_range = sys_zero_range,                            \
+		.munmap = munmap, .msync = msync, .zero_range = sys_zero_range, .fstat = sys_fstat,        \
+		.rename_noreplace = sys_rename_noreplace, .link = link, .unlink = unlink, .flock = flock,   \
+		.fcntl_lock = sys_fcntl_lock,                                                               \
 	}
 const struct ms_sys ms_sys_default = SYS_DEFAULTS;
 struct ms_sys ms_sys = SYS_DEFAULTS;

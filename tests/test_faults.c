@@ -1,6 +1,7 @@
 /* tests/test_faults.c - failures the store must survive without lying or corrupting: a full disk and
  * failed growth (fallocate, ftruncate), a real full disk (a small tmpfs in a mount namespace), failed
- * syncs at every sync call site (commits, ms_sync in both modes, close, create), failed mmap/munmap, a
+ * syncs at every sync call site (commits, ms_sync in both modes, close, create), failed mmap/munmap,
+ * failed fstat, flock and fcntl locks at open and a failed rename (or link) at create, a
  * failed allocation at every malloc/calloc/realloc the library makes (a sweep), and a file truncated
  * under the store by another process (SIGBUS). System calls are failed through the store/sys.c seam
  * (ms_sys), the one way the tests inject faults; allocations through the linker's --wrap
@@ -34,6 +35,7 @@ struct fault {
 };
 
 static struct fault f_falloc, f_datasync, f_fsync, f_ftrunc, f_mmap, f_munmap, f_pwrite;
+static struct fault f_fstat, f_rename, f_link, f_flock, f_fcntl;
 static bool falloc_partial;      /* a failing fallocate first extends the file by half the range */
 static uint64_t mmap_max_len;    /* mmap of more bytes than this fails with ENOMEM (0: no limit) */
 static bool falloc_sparse;       /* fallocate only sets the size (ftruncate): growth costs no disk */
@@ -143,10 +145,26 @@ static ssize_t x_pwrite(int fd, const void *buf, size_t len, off_t off)
 	return ms_sys_default.pwrite(fd, buf, len, off);
 }
 
+/* The calls that name, stat and lock files: fail, or pass on to the default. */
+#define FAIL_OR(f, call)                      \
+	do {                                  \
+		if (fault_hit(&(f))) {        \
+			errno = (f).err;      \
+			return -1;            \
+		}                             \
+		return ms_sys_default.call;   \
+	} while (0)
+static int x_fstat(int fd, struct stat *sb) { FAIL_OR(f_fstat, fstat(fd, sb)); }
+static int x_rename(const char *from, const char *to) { FAIL_OR(f_rename, rename_noreplace(from, to)); }
+static int x_link(const char *from, const char *to) { FAIL_OR(f_link, link(from, to)); }
+static int x_flock(int fd, int op) { FAIL_OR(f_flock, flock(fd, op)); }
+static int x_fcntl_lock(int fd, int cmd, struct flock *fl) { FAIL_OR(f_fcntl, fcntl_lock(fd, cmd, fl)); }
+
 /* Route the seam through the fault points (all passing until armed). */
 static void seam_on(void)
 {
-	struct fault *all[] = { &f_falloc, &f_datasync, &f_fsync, &f_ftrunc, &f_mmap, &f_munmap, &f_pwrite };
+	struct fault *all[] = { &f_falloc, &f_datasync, &f_fsync, &f_ftrunc, &f_mmap,  &f_munmap,
+				&f_pwrite, &f_fstat,    &f_rename, &f_link,   &f_flock, &f_fcntl };
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		fault_set(all[i], 0, 0, 0);
 	falloc_partial = falloc_sparse = false;
@@ -158,6 +176,11 @@ static void seam_on(void)
 	ms_sys.mmap = x_mmap;
 	ms_sys.munmap = x_munmap;
 	ms_sys.pwrite = x_pwrite;
+	ms_sys.fstat = x_fstat;
+	ms_sys.rename_noreplace = x_rename;
+	ms_sys.link = x_link;
+	ms_sys.flock = x_flock;
+	ms_sys.fcntl_lock = x_fcntl_lock;
 }
 
 static void seam_off(void) { ms_sys = ms_sys_default; }
@@ -1462,6 +1485,98 @@ Test(faults, a_sigbus_outside_the_stores_mappings_still_kills)
 	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "status %d", st);
 #endif
 	tu_close(s);
+}
+
+/* ---- 6. failed stat, rename, link and locks -------------------------------------------------------- */
+
+/* Open of the store with keys 0..9 while `f` fails every call with `err`: MS_EIO (naming the file),
+ * no handle, the store file unchanged, and it opens again once the call works. */
+static void open_fails_on(struct fault *f, int err, const char *what)
+{
+	const char *p = tu_path("s.ms");
+	struct model m;
+	seam_on();
+	ms_store *s = ten_keys(p, &m, 0);
+	tu_close(s);
+	tu_image img;
+	cr_assert(tu_image_take(p, &img));
+	fault_set(f, 0, -1, err);
+	ms_options o = { 0 };
+	s = NULL;
+	int rc = ms_open(p, &o, &s);
+	cr_assert_eq(rc, MS_EIO, "open whose %s fails = %d (%s)", what, rc, ms_strerror(rc));
+	cr_assert_null(s);
+	cr_assert_gt(f->fired, 0, "open made no %s", what);
+	cr_assert(strstr(ms_last_error(), p) != NULL, "the error of a failed %s does not name the file: %s", what,
+		  ms_last_error());
+	const char *d = tu_image_diff(p, &img);
+	cr_assert_null(d, "the open whose %s failed changed the store: %s", what, d);
+	tu_image_free(&img);
+	fault_set(f, 0, 0, 0);
+	reopen_expect(p, &m, "after the failed open");
+}
+
+Test(faults, fstat_failing_at_open_is_eio_and_changes_nothing)
+{
+	open_fails_on(&f_fstat, EIO, "fstat");
+}
+
+Test(faults, flock_failing_at_open_is_eio_and_changes_nothing)
+{
+	open_fails_on(&f_flock, ENOLCK, "flock");
+}
+
+Test(faults, a_failed_reader_lock_at_open_is_eio_and_changes_nothing)
+{
+	open_fails_on(&f_fcntl, ENOLCK, "fcntl lock");
+}
+
+/* Create whose rename fails with `rename_err` (and, when it is EINVAL, as on a file system without
+ * renameat2, whose link fails with `link_err` unless that is 0): the result `want`, no temporary
+ * file left, and, when it failed, no store. */
+static void create_renaming(int rename_err, int link_err, int want)
+{
+	const char *p = tu_path("s.ms");
+	seam_on();
+	fault_set(&f_rename, 0, -1, rename_err);
+	if (link_err)
+		fault_set(&f_link, 0, -1, link_err);
+	ms_options o = { .flags = MS_CREATE };
+	ms_store *s = NULL;
+	int rc = ms_open(p, &o, &s);
+	cr_assert_eq(f_rename.fired, 1, "create made no rename");
+	cr_assert_eq(rc, want, "create whose rename fails with %s (link: %s) = %d (%s)", strerror(rename_err),
+		     link_err ? strerror(link_err) : "works", rc, ms_strerror(rc));
+	cr_assert_eq(f_link.calls, rename_err == EINVAL, "create linked %d times after rename failed with %s",
+		     f_link.calls, strerror(rename_err));
+	expect_no_leftovers(NULL, NULL);
+	fault_set(&f_rename, 0, 0, 0);
+	fault_set(&f_link, 0, 0, 0);
+	struct model m = { 0 };
+	if (rc) {
+		cr_assert_null(s);
+		cr_assert_eq(access(p, F_OK), -1, "a failed create left the store file");
+		s = tu_open(p, MS_CREATE, 0);
+	}
+	cr_assert_eq(put_i(s, 1, 10, 1), 0);
+	model_set(&m, 1, 10, 1);
+	tu_close(s);
+	reopen_expect(p, &m, "after the create");
+}
+
+Test(faults, rename_failing_at_create_is_an_error_and_leaves_no_file)
+{
+	create_renaming(EIO, 0, MS_EIO);
+}
+
+Test(faults, create_without_renameat2_links_the_new_file_into_place)
+{
+	create_renaming(EINVAL, 0, 0);
+}
+
+Test(faults, create_without_renameat2_whose_link_fails_is_an_error_and_leaves_no_file)
+{
+	create_renaming(EINVAL, EIO, MS_EIO);
 }
 
 /* ---- 3. mmap and munmap failures ----------------------------------------------------------------- */
