@@ -401,6 +401,13 @@ int space_quar_flush(ms_store *s, const char *what);
  * it, and quarantined blocks move on at the writer's next space_release_pending. Caller holds
  * synclock, so no meta page is being written meanwhile. */
 int space_sync_point(ms_store *s, const char *what);
+/* Debug builds: check the allocator and that its used bytes are the newest commit's blocks plus
+ * pending, quarantine and checkpoint (after each commit, abort and allocator rebuild); else nothing. */
+#ifdef MS_DEBUG
+void space_audit(ms_store *s, const char *where);
+#else
+static inline void space_audit(ms_store *s, const char *where) { (void)s, (void)where; }
+#endif
 
 /* ---- recover.c ---- */
 /* At open, from the valid meta pages (order: newest first, n_valid of them): the one that opens, and

@@ -78,6 +78,11 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 	uint64_t bad = 0;
 	const char *why = NULL;
 	int rc = index_collect(&c, cur->root, s->hash_seed, false, &rb, &bad, &why);
+	if (rc == 0 && (rb.objects != cur->objects || rb.live_bytes != cur->live_bytes ||
+	                rb.obj_bytes != cur->obj_bytes || rb.node_bytes != cur->node_bytes)) {
+		rc = MS_ECORRUPT; /* I7: the allocator would not describe what the meta says */
+		why = "the meta page's totals disagree with the index";
+	}
 	if (rc == 0 && cur->ckpt_off) /* the newest meta still points at its checkpoint: keep it */
 		rc = blocks_push(&rb.b, cur->ckpt_off, cur->ckpt_len);
 	size_t n_cur = rb.b.len;
@@ -247,15 +252,22 @@ int recover_writer(ms_store *s)
 		atomic_store(&s->lf->txnid, cur.txnid);
 	if ((rc = writer_rebuild(s, &cur, fsize)))
 		return rc;
+	/* The rebuild booked the checkpoint block the newest meta points at: the next commit frees it. */
+	pthread_mutex_lock(&s->lock);
+	s->cur.ckpt_off = cur.ckpt_off;
+	s->cur.ckpt_len = cur.ckpt_len;
+	pthread_mutex_unlock(&s->lock);
 	s->file_size = fsize;
 	s->alloc_txnid = cur.txnid;
 	s->alloc_distrust = false;
 	s->ckpt_on_disk = false;
 	if (s->flags & MS_NOSYNC) {
 		space_quar_drop(s); /* its blocks are free in the new allocator, or live */
-		return recover_scrub(s);
+		rc = recover_scrub(s);
 	}
-	return 0;
+	if (rc == 0)
+		space_audit(s, "after the writer's rebuild");
+	return rc;
 }
 
 int recover_open(ms_store *s, const struct disk_meta m[2], struct disk_rec rec[2][MS_REC_MAX],

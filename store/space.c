@@ -1,9 +1,10 @@
 /* store/space.c - where a write transaction's blocks come from and where freed ones go: allocation
  * (growing the file when the allocator is full), room kept for deletes, pending frees that wait until
  * no snapshot can see them, and the MS_NOSYNC quarantine that makes freed space safe to reuse without
- * syncs. Writer context unless said otherwise.
+ * syncs; and, in debug builds, the audit of all of it. Writer context unless said otherwise.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -341,3 +342,39 @@ void space_drop_pending(ms_store *s)
 	s->pinned_bytes = 0;
 	pthread_mutex_unlock(&s->lock);
 }
+
+#ifdef MS_DEBUG
+/* The in-process audit (debug builds, like LMDB's mdb_audit and mimalloc's heap checks): the allocator
+ * passes its own check, and every byte it holds as used is accounted for: the blocks of the newest
+ * commit (I7's obj_bytes + node_bytes, rounded sizes), the pending frees, the quarantine and the
+ * checkpoint block the newest meta still points at (I6). Skipped while the allocator describes
+ * another commit or is distrusted: it is rebuilt before the next write. A failure is a bug of ours,
+ * never of the file (what open takes from it is checked against the index first): it stops at once. */
+void space_audit(ms_store *s, const char *where)
+{
+	if (!s->alloc)
+		return;
+	pthread_mutex_lock(&s->lock);
+	bool current = s->alloc_txnid == s->cur.txnid && !s->alloc_distrust;
+	uint64_t tree = s->cur.obj_bytes + s->cur.node_bytes, pinned = s->pinned_bytes, quar = s->quar_bytes;
+	uint64_t ckpt = s->cur.ckpt_off ? alloc_round(s->cur.ckpt_len) : 0;
+	pthread_mutex_unlock(&s->lock);
+	if (!current)
+		return;
+	char what[256];
+	if (alloc_check(s->alloc) == ALLOC_ECORRUPT) { /* ALLOC_ENOMEM: no memory to check with */
+		snprintf(what, sizeof what, "audit %s: the allocator fails alloc_check", where);
+		ms_assert_fail(what, __FILE__, __LINE__);
+	}
+	struct alloc_stats st;
+	alloc_stats(s->alloc, &st);
+	if (st.used_bytes != tree + pinned + quar + ckpt) {
+		snprintf(what, sizeof what,
+		         "audit %s: %llu bytes allocated, but objects and nodes %llu + pending %llu + quarantine %llu + "
+		         "checkpoint %llu = %llu", where, (unsigned long long)st.used_bytes, (unsigned long long)tree,
+		         (unsigned long long)pinned, (unsigned long long)quar, (unsigned long long)ckpt,
+		         (unsigned long long)(tree + pinned + quar + ckpt));
+		ms_assert_fail(what, __FILE__, __LINE__);
+	}
+}
+#endif

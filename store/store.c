@@ -238,6 +238,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 		if ((s->flags & MS_NOSYNC) && (rc = recover_scrub(s)))
 			goto fail;
 	}
+	space_audit(s, ckpt_used ? "after loading the checkpoint" : "after the rebuild at open");
 	readers_ready(s);
 	*out = s;
 	return 0;

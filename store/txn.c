@@ -149,9 +149,10 @@ static void reader_end(struct ms_txn *t)
 	free(t);
 }
 
-static void writer_end(struct ms_txn *t)
+static void writer_end(struct ms_txn *t, const char *what)
 {
 	ms_store *s = t->s;
+	space_audit(s, what);
 	table_free(&t->fresh);
 	blocks_free(&t->freed);
 	pthread_mutex_lock(&s->lock);
@@ -182,7 +183,7 @@ void ms_txn_abort(ms_txn *t)
 		return;
 	}
 	space_discard(t);
-	writer_end(t);
+	writer_end(t, "after an abort");
 }
 
 void txn_end_all(ms_store *s)
@@ -246,7 +247,7 @@ int ms_txn_commit(ms_txn *t)
 		goto discard;
 	}
 	if (t->fresh.len == 0 && t->freed.len == 0) {
-		writer_end(t); /* nothing changed: no new commit */
+		writer_end(t, "after an empty commit"); /* nothing changed: no new commit */
 		return 0;
 	}
 	/* Seal what this transaction wrote: nodes and reserved values get their checksums now. */
@@ -359,14 +360,14 @@ int ms_txn_commit(ms_txn *t)
 		pthread_mutex_unlock(&s->synclock);
 	s->ckpt_on_disk = false;
 	space_release_pending(s);
-	writer_end(t);
+	writer_end(t, "after a commit");
 	return 0;
 discard:
 	if (synclocked)
 		pthread_mutex_unlock(&s->synclock);
 	free(p);
 	space_discard(t);
-	writer_end(t);
+	writer_end(t, "after a failed commit");
 	return rc;
 }
 
