@@ -82,7 +82,7 @@
  *   I6  The committed index is the single source of truth for allocated space: every heap byte not in
  *       a reachable block is free. The checkpoint (when ckpt_txnid == txnid) is a cache of that fact,
  *       written at clean close; the checkpoint block is booked as allocated in its own blob and
- *       released right after loading.
+ *       stays booked while the newest meta points at it (the next commit frees it).
  *   I7  meta.objects, live_bytes, obj_bytes, node_bytes equal the sums over the reachable blocks.
  */
 #ifndef MSTORE_FORMAT_H

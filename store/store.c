@@ -275,7 +275,7 @@ static int write_checkpoint(ms_store *s)
 	if (s->alloc_distrust)
 		return 0; /* never publish an allocator that disagrees with the index */
 	/* The block: the blob's length (8 bytes), the blob, zero padding. It is booked in the blob itself
-	 * as allocated with `cap` bytes; the loader frees it after loading (I6). */
+	 * as allocated with `cap` bytes; the first commit after loading frees it (I6). */
 	size_t cap = 8 + alloc_export_size(s->alloc) + 1024;
 	uint8_t *buf = calloc(1, cap);
 	if (!buf)
