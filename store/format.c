@@ -78,7 +78,7 @@ void meta_build(struct disk_meta *m, const struct snap *st, uint64_t hash_seed, 
 	m->magic = MS_MAGIC;
 	m->version = MS_FORMAT_VERSION;
 	m->page_size = MS_PAGE;
-	m->txnid = st->txnid;
+	m->seq = st->seq;
 	m->root = st->root;
 	m->objects = st->objects;
 	m->live_bytes = st->live_bytes;
@@ -90,7 +90,7 @@ void meta_build(struct disk_meta *m, const struct snap *st, uint64_t hash_seed, 
 		m->ckpt_off = ck->off;
 		m->ckpt_len = ck->len;
 		m->ckpt_hash = ck->hash;
-		m->ckpt_txnid = st->txnid;
+		m->ckpt_seq = st->seq;
 	}
 	m->flags = st->flags;
 	m->created = created;
@@ -116,7 +116,7 @@ int meta_write(int fd, const struct snap *st, uint64_t hash_seed, uint64_t creat
 		memcpy(page.rec, rec, n_rec * sizeof *rec);
 	/* A record shorter than the last one on this page leaves stale entries past it: no reader looks
 	 * past rec_count, and the meta's hash covers the count. */
-	return sys_pwrite_full(fd, &page, sizeof page.m + n_rec * sizeof *rec, (st->txnid % 2) * MS_PAGE);
+	return sys_pwrite_full(fd, &page, sizeof page.m + n_rec * sizeof *rec, (st->seq % 2) * MS_PAGE);
 }
 
 int meta_read_pages(int fd, uint64_t file_size, struct disk_meta m[2], struct disk_rec rec[2][MS_REC_MAX],
@@ -130,7 +130,7 @@ int meta_read_pages(int fd, uint64_t file_size, struct disk_meta m[2], struct di
 		if (rc[i] == 0 && m[i].rec_count &&
 		    sys_pread_full(fd, rec[i], m[i].rec_count * sizeof rec[i][0], (uint64_t)i * MS_PAGE + sizeof m[i]))
 			return -1;
-		if (rc[i] == 0 && m[i].txnid % 2 != (uint64_t)i) {
+		if (rc[i] == 0 && m[i].seq % 2 != (uint64_t)i) {
 			rc[i] = MS_ECORRUPT;
 			why[i] = "transaction id in the wrong meta page";
 		}
@@ -141,7 +141,7 @@ int meta_read_pages(int fd, uint64_t file_size, struct disk_meta m[2], struct di
 int meta_pick(const struct disk_meta m[2], const bool ok[2], int order[2])
 {
 	if (ok[0] && ok[1]) {
-		order[0] = m[0].txnid > m[1].txnid ? 0 : 1;
+		order[0] = m[0].seq > m[1].seq ? 0 : 1;
 		order[1] = 1 - order[0];
 		return 2;
 	}
@@ -156,7 +156,7 @@ int meta_pick(const struct disk_meta m[2], const bool ok[2], int order[2])
 
 int ckpt_load(const uint8_t *base, const struct disk_meta *m, struct alloc **out, const char **why)
 {
-	if (!m->ckpt_off || m->ckpt_txnid != m->txnid)
+	if (!m->ckpt_off || m->ckpt_seq != m->seq)
 		return MS_NOTFOUND;
 	const uint8_t *blob = base + m->ckpt_off;
 	uint64_t blob_len = 0;

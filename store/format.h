@@ -13,7 +13,7 @@
  *   0   magic        8  MS_MAGIC
  *   8   version      4  format version (MS_FORMAT_VERSION)
  *   12  page_size    4  MS_PAGE
- *   16  txnid        8  sequence number of this meta page (every commit and every clean close writes one)
+ *   16  seq        8  sequence number of this meta page (every commit and every clean close writes one)
  *   24  root         8  offset of the root index node, 0 for an empty store
  *   32  objects      8  live objects
  *   40  live_bytes   8  sum of key + value lengths
@@ -23,7 +23,7 @@
  *   72  hash_seed    8  seed of the key hash, random per store
  *   80  ckpt_off     8  allocator checkpoint block, 0 if none
  *   88  ckpt_len     8  its length in bytes
- *   96  ckpt_txnid   8  the commit the checkpoint describes; valid only if == txnid
+ *   96  ckpt_seq   8  the commit the checkpoint describes; valid only if == seq
  *   104 ckpt_hash    8  XXH3-64 of the checkpoint bytes
  *   112 flags        8  MS_META_NOSYNC: this commit was written without syncs
  *   120 created      8  creation time, seconds since the epoch
@@ -67,8 +67,8 @@
  * Invariants
  *   I1  A meta is valid when its hash matches, magic, version <= MS_FORMAT_VERSION, page size, and all
  *       of its offsets lie within [MS_HEAP_START, heap_end) and heap_end <= file size.
- *   I2  Open uses the valid meta with the highest txnid whose commit record (if any) matches the
- *       blocks it lists; the two pages hold txnids of different parity (a commit with id t writes
+ *   I2  Open uses the valid meta with the highest seq whose commit record (if any) matches the
+ *       blocks it lists; the two pages hold sequences of different parity (a commit with id t writes
  *       page t % 2), so a torn write can only lose the newer one. A meta with a record is written
  *       only over a commit that is durable: the other page's meta, which is what opens if the record
  *       does not match.
@@ -80,7 +80,7 @@
  *   I5  Committed nodes and objects are never written again while a snapshot can see them (except the
  *       object clock field, which no hash covers).
  *   I6  The committed index is the single source of truth for allocated space: every heap byte not in
- *       a reachable block is free. The checkpoint (when ckpt_txnid == txnid) is a cache of that fact,
+ *       a reachable block is free. The checkpoint (when ckpt_seq == seq) is a cache of that fact,
  *       written at clean close; the checkpoint block is booked as allocated in its own blob and
  *       stays booked while the newest meta points at it (the next commit frees it).
  *   I7  meta.objects, live_bytes, obj_bytes, node_bytes equal the sums over the reachable blocks.
@@ -122,7 +122,7 @@ struct disk_meta {
 	uint64_t magic;
 	uint32_t version;
 	uint32_t page_size;
-	uint64_t txnid;
+	uint64_t seq;
 	uint64_t root;
 	uint64_t objects;
 	uint64_t live_bytes;
@@ -132,7 +132,7 @@ struct disk_meta {
 	uint64_t hash_seed;
 	uint64_t ckpt_off;
 	uint64_t ckpt_len;
-	uint64_t ckpt_txnid;
+	uint64_t ckpt_seq;
 	uint64_t ckpt_hash;
 	uint64_t flags;
 	uint64_t created;
@@ -152,7 +152,7 @@ struct disk_rec {
 #define MS_REC_MAX ((MS_PAGE - sizeof(struct disk_meta)) / sizeof(struct disk_rec)) /* 162 */
 #define MS_REC_MAX_BYTES (1ull << 20) /* most bytes a record lists (what an open hashes to check it) */
 _Static_assert(sizeof(struct disk_meta) == 192, "disk_meta size");
-_Static_assert(__builtin_offsetof(struct disk_meta, txnid) == 16, "disk_meta.txnid");
+_Static_assert(__builtin_offsetof(struct disk_meta, seq) == 16, "disk_meta.seq");
 _Static_assert(__builtin_offsetof(struct disk_meta, root) == 24, "disk_meta.root");
 _Static_assert(__builtin_offsetof(struct disk_meta, heap_end) == 64, "disk_meta.heap_end");
 _Static_assert(__builtin_offsetof(struct disk_meta, ckpt_off) == 80, "disk_meta.ckpt_off");

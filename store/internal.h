@@ -127,7 +127,7 @@ static inline void blocks_free(struct blocks *b)
 
 /* ---- the committed state a snapshot sees ---- */
 struct snap {
-	uint64_t txnid;      /* meta sequence: orders snapshots and space reuse */
+	uint64_t seq;        /* meta sequence: orders snapshots and space reuse */
 	uint64_t commit_id;  /* user-visible id of the newest commit */
 	uint64_t root;       /* entry of the root node, 0 when empty */
 	uint64_t objects;
@@ -169,10 +169,10 @@ int meta_pick(const struct disk_meta m[2], const bool ok[2], int order[2]);
  * when m publishes none, MS_ECORRUPT with *why, MS_ENOMEM. */
 int ckpt_load(const uint8_t *base, const struct disk_meta *m, struct alloc **out, const char **why);
 
-/* Pending frees: blocks freed by commit `txnid`, reusable once no snapshot older than it is open. */
+/* Pending frees: blocks freed by commit `seq`, reusable once no snapshot older than it is open. */
 struct pending {
 	struct pending *next;
-	uint64_t txnid;
+	uint64_t seq;
 	uint64_t bytes;
 	struct blocks blocks;
 };
@@ -190,8 +190,8 @@ struct quar {
 struct reader_slot {
 	_Atomic uint32_t pid;   /* 0: free */
 	uint32_t pad0;
-	_Atomic uint64_t txnid; /* meta sequence of the snapshot; 0 while claiming. Stored after the
-	                           fields below, so a non-zero txnid always comes with its root */
+	_Atomic uint64_t seq;   /* meta sequence of the snapshot; 0 while claiming. Stored after the
+	                           fields below, so a non-zero seq always comes with its root */
 	_Atomic uint64_t commit_id;
 	_Atomic uint64_t root;
 	_Atomic uint64_t heap_end;
@@ -203,12 +203,12 @@ _Static_assert(sizeof(struct reader_slot) == 64, "reader slot is one cache line"
 struct lock_file {
 	_Atomic uint64_t magic;
 	uint32_t version, nslots;
-	_Atomic uint64_t txnid; /* newest committed meta sequence */
+	_Atomic uint64_t seq;   /* newest committed meta sequence */
 	_Atomic uint32_t slots_hi; /* no slot at or past this index was ever claimed: scans stop here */
 	uint32_t pad1;
 	uint64_t pad0[4];
 	_Alignas(64) pthread_mutex_t wmutex; /* robust, process-shared: the writer lock */
-	_Alignas(64) _Atomic uint64_t ring_txnid[MS_COMMIT_RING]; /* bytes freed by recent commits */
+	_Alignas(64) _Atomic uint64_t ring_seq[MS_COMMIT_RING];   /* bytes freed by recent commits */
 	_Atomic uint64_t ring_freed[MS_COMMIT_RING];
 	_Alignas(64) struct reader_slot slots[MS_READER_SLOTS];
 };
@@ -230,7 +230,7 @@ void readers_clear_stale(struct ms_store *s, unsigned *cleared);
 uint64_t readers_oldest(struct ms_store *s);
 uint64_t readers_count(struct ms_store *s);
 uint64_t readers_pinned(struct ms_store *s); /* space the oldest reader of any process pins */
-void readers_note_commit(struct ms_store *s, uint64_t txnid, uint64_t freed_bytes);
+void readers_note_commit(struct ms_store *s, uint64_t seq, uint64_t freed_bytes);
 
 struct ms_store {
 	char *path;
@@ -239,7 +239,7 @@ struct ms_store {
 	bool setup_locked; /* this first opener still holds the lock file's flock (readers.c) */
 	struct lock_file *lf;
 	uint32_t pid;
-	uint64_t alloc_txnid; /* the commit the allocator describes; 0: none yet */
+	uint64_t alloc_seq;   /* the commit the allocator describes; 0: none yet */
 	unsigned flags;
 	uint64_t capacity;
 	uint64_t hash_seed;
@@ -274,7 +274,7 @@ struct ms_store {
 	bool alloc_distrust;       /* the allocator refused to free a committed block: rebuild it from the
 	                              index before the next write, and checkpoint nothing until then */
 
-	/* MS_NOSYNC durability (txn.c). synced_txnid is the newest meta known durable: its page is not
+	/* MS_NOSYNC durability (txn.c). synced_seq is the newest meta known durable: its page is not
 	 * written again before the next sync, and its tree stays intact on disk until then, because a
 	 * block freed since waits in quarantine: first in q_held (it may still be in the synced tree),
 	 * then, once a sync started after it was held has completed, its first 8 bytes are zeroed and it
@@ -282,10 +282,10 @@ struct ms_store {
 	 * allocator. A sync started while the store's sync_gen was g covers what was queued with gen < g
 	 * + 1; synced_gen is the gen of the last completed sync. */
 	pthread_mutex_t synclock;  /* a sync and a NOSYNC commit's meta write never overlap */
-	uint64_t synced_txnid;     /* under lock */
+	uint64_t synced_seq;       /* under lock */
 	uint64_t sync_gen, synced_gen; /* under lock */
 	struct quar q_held, q_zeroed; /* writer state */
-	uint64_t durable_txnid;    /* writer state: the commit this handle's own durable commit made
+	uint64_t durable_seq;      /* writer state: the commit this handle's own durable commit made
 	                              durable (0: none); a durable commit over it syncs once (txn.c) */
 	uint64_t quar_bytes;       /* rounded bytes in both queues (writer state) */
 

@@ -193,7 +193,7 @@ int readers_claim(ms_store *s, struct reader_slot **out)
 			    atomic_compare_exchange_strong(&r->pid, &z, s->pid)) {
 				/* The slot is ours now; a dead owner's id may linger: only we reset it (a
 				 * clearer that stored it could wipe the next owner's). */
-				atomic_store(&r->txnid, 0);
+				atomic_store(&r->seq, 0);
 				uint32_t hi = atomic_load(&lf->slots_hi);
 				while (hi < k + 1 && !atomic_compare_exchange_weak(&lf->slots_hi, &hi, k + 1))
 					;
@@ -217,7 +217,7 @@ void readers_publish(struct reader_slot *r, const struct snap *sn)
 	atomic_store_explicit(&r->heap_end, sn->heap_end, memory_order_relaxed);
 	atomic_store_explicit(&r->commit_id, sn->commit_id, memory_order_relaxed);
 	atomic_store_explicit(&r->began_ns, now_ns(), memory_order_relaxed);
-	atomic_store(&r->txnid, sn->txnid);
+	atomic_store(&r->seq, sn->seq);
 }
 
 uint64_t readers_root(struct reader_slot *r, uint64_t *heap_end)
@@ -228,7 +228,7 @@ uint64_t readers_root(struct reader_slot *r, uint64_t *heap_end)
 
 void readers_release(struct reader_slot *r)
 {
-	atomic_store(&r->txnid, 0);
+	atomic_store(&r->seq, 0);
 	atomic_store(&r->pid, 0);
 }
 
@@ -251,9 +251,9 @@ uint64_t readers_oldest(ms_store *s)
 		uint32_t pid = atomic_load(&r->pid);
 		if (!pid)
 			continue;
-		uint64_t t = atomic_load(&r->txnid);
+		uint64_t t = atomic_load(&r->seq);
 		if (t == 0 || t >= oldest)
-			continue; /* 0: claiming; it will read a txnid no older than the newest */
+			continue; /* 0: claiming; it will read a seq no older than the newest */
 		if (pid != s->pid && !pid_alive(pid)) {
 			atomic_compare_exchange_strong(&r->pid, &pid, 0);
 			continue;
@@ -274,24 +274,24 @@ uint64_t readers_count(ms_store *s)
 	return n;
 }
 
-void readers_note_commit(ms_store *s, uint64_t txnid, uint64_t freed_bytes)
+void readers_note_commit(ms_store *s, uint64_t seq, uint64_t freed_bytes)
 {
 	struct lock_file *lf = s->lf;
-	unsigned i = (unsigned)(txnid % MS_COMMIT_RING);
-	atomic_store(&lf->ring_txnid[i], 0);
+	unsigned i = (unsigned)(seq % MS_COMMIT_RING);
+	atomic_store(&lf->ring_seq[i], 0);
 	atomic_store(&lf->ring_freed[i], freed_bytes);
-	atomic_store(&lf->ring_txnid[i], txnid);
-	atomic_store(&lf->txnid, txnid);
+	atomic_store(&lf->ring_seq[i], seq);
+	atomic_store(&lf->seq, seq);
 }
 
-/* Space freed by the commits after `txnid` that the ring still remembers. */
-static uint64_t pinned_since(ms_store *s, uint64_t txnid)
+/* Space freed by the commits after `seq` that the ring still remembers. */
+static uint64_t pinned_since(ms_store *s, uint64_t seq)
 {
 	struct lock_file *lf = s->lf;
-	uint64_t newest = atomic_load(&lf->txnid), sum = 0;
-	for (uint64_t t = txnid + 1; t <= newest && newest - t < MS_COMMIT_RING; t++) {
+	uint64_t newest = atomic_load(&lf->seq), sum = 0;
+	for (uint64_t t = seq + 1; t <= newest && newest - t < MS_COMMIT_RING; t++) {
 		unsigned i = (unsigned)(t % MS_COMMIT_RING);
-		if (atomic_load(&lf->ring_txnid[i]) == t)
+		if (atomic_load(&lf->ring_seq[i]) == t)
 			sum += atomic_load(&lf->ring_freed[i]);
 	}
 	return sum;
@@ -311,7 +311,7 @@ int ms_readers(ms_store *s, int (*fn)(void *ctx, const ms_reader_info *r), void 
 	for (unsigned i = 0, hi = slots_end(s); i < hi; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
 		uint32_t pid = atomic_load(&r->pid);
-		uint64_t t = atomic_load(&r->txnid);
+		uint64_t t = atomic_load(&r->seq);
 		if (!pid)
 			continue;
 		ms_reader_info info;

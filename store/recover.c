@@ -57,7 +57,7 @@ static int recover_alloc(ms_store *s, const struct disk_meta *m, uint64_t region
 	blocks_free(&rb.b);
 	if (rc == MS_ECORRUPT)
 		err_set(rc, "%s: commit %llu is damaged at offset %llu: %s", s->path,
-		        (unsigned long long)m->txnid, (unsigned long long)bad, why ? why : "?");
+		        (unsigned long long)m->seq, (unsigned long long)bad, why ? why : "?");
 	return rc;
 }
 
@@ -89,8 +89,8 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 	unsigned hi = atomic_load(&s->lf->slots_hi);
 	for (unsigned i = 0; rc == 0 && i < hi && i < MS_READER_SLOTS; i++) {
 		struct reader_slot *r = &s->lf->slots[i];
-		uint64_t rt = atomic_load(&r->txnid);
-		if (!atomic_load(&r->pid) || rt == 0 || rt == cur->txnid)
+		uint64_t rt = atomic_load(&r->seq);
+		if (!atomic_load(&r->pid) || rt == 0 || rt == cur->seq)
 			continue;
 		uint64_t rheap, rroot = readers_root(r, &rheap);
 		if (rheap > region_end)
@@ -99,7 +99,7 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		struct rebuild extra;
 		memset(&extra, 0, sizeof extra);
 		rc = index_collect(&rc_ctx, rroot, s->hash_seed, false, &extra, &bad, &why);
-		if (rc == MS_ECORRUPT && atomic_load(&r->txnid) != rt) {
+		if (rc == MS_ECORRUPT && atomic_load(&r->seq) != rt) {
 			/* The slot changed hands while we walked (an old id seen just as it was reset):
 			 * that snapshot is gone, nothing of it needs keeping. */
 			rc = 0;
@@ -128,7 +128,7 @@ static int writer_rebuild(ms_store *s, const struct snap *cur, uint64_t region_e
 		if ((p = calloc(1, sizeof *p)) == NULL)
 			rc = MS_ENOMEM;
 		if (p)
-			p->txnid = cur->txnid + 1; /* conservative: readers older than the newest pin it */
+			p->seq = cur->seq + 1;     /* conservative: readers older than the newest pin it */
 		for (size_t k = 0; k < rb.b.len && rc == 0; k++) {
 			if (table_get(&inc, rb.b.v[k].off))
 				continue;
@@ -204,13 +204,13 @@ int recover_scrub(ms_store *s)
  * same places can make it whole again. */
 static int erase_cut_short(ms_store *s, const struct snap *cur)
 {
-	uint64_t page = (cur->txnid + 1) % 2;
+	uint64_t page = (cur->seq + 1) % 2;
 	struct disk_meta om;
 	memcpy(&om, s->base + page * MS_PAGE, sizeof om);
 	const char *why;
 	if (meta_check(&om, cur->heap_end > om.heap_end ? cur->heap_end : om.heap_end, &why) ||
-	    om.txnid % 2 != page || om.txnid <= cur->txnid || !om.rec_count || om.hash_seed != s->hash_seed ||
-	    om.txnid <= atomic_load(&s->lf->txnid))
+	    om.seq % 2 != page || om.seq <= cur->seq || !om.rec_count || om.hash_seed != s->hash_seed ||
+	    om.seq <= atomic_load(&s->lf->seq))
 		return 0;
 	if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, page * MS_PAGE) || ms_sys.fdatasync(s->fd)) {
 		s->failed = MS_EIO;
@@ -232,10 +232,10 @@ int recover_writer(ms_store *s)
 	/* What this handle builds on is the newest commit on the disk, even when it once took a newer
 	 * one: a commit cut short, or one whose meta sync failed and whose page was put back. */
 	pthread_mutex_lock(&s->lock);
-	if (s->cur.txnid > cur.txnid)
+	if (s->cur.seq > cur.seq)
 		s->cur = cur;
 	pthread_mutex_unlock(&s->lock);
-	if (s->alloc && cur.txnid == s->alloc_txnid && !s->alloc_distrust)
+	if (s->alloc && cur.seq == s->alloc_seq && !s->alloc_distrust)
 		return 0;
 	struct stat sb;
 	if (ms_sys.fstat(s->fd, &sb))
@@ -248,8 +248,8 @@ int recover_writer(ms_store *s)
 	/* A writer that died between its meta page and publishing it left the newest id behind: move it
 	 * forward before scanning the readers, so a reader that starts now takes the newest commit
 	 * (or is seen by the scan: the same handshake as at every commit). */
-	if (atomic_load(&s->lf->txnid) < cur.txnid)
-		atomic_store(&s->lf->txnid, cur.txnid);
+	if (atomic_load(&s->lf->seq) < cur.seq)
+		atomic_store(&s->lf->seq, cur.seq);
 	if ((rc = writer_rebuild(s, &cur, fsize)))
 		return rc;
 	/* The rebuild booked the checkpoint block the newest meta points at: the next commit frees it. */
@@ -258,7 +258,7 @@ int recover_writer(ms_store *s)
 	s->cur.ckpt_len = cur.ckpt_len;
 	pthread_mutex_unlock(&s->lock);
 	s->file_size = fsize;
-	s->alloc_txnid = cur.txnid;
+	s->alloc_seq = cur.seq;
 	s->alloc_distrust = false;
 	s->ckpt_on_disk = false;
 	if (s->flags & MS_NOSYNC) {
@@ -310,7 +310,7 @@ int recover_open(ms_store *s, const struct disk_meta m[2], struct disk_rec rec[2
 	if (damaged) {
 		/* Nobody may adopt it later (a reader picks the newest valid meta page): erase it. Only a
 		 * meta written without syncs is erased; any other damage is left as it is. */
-		if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, (damaged->txnid % 2) * MS_PAGE) ||
+		if (sys_pwrite_full(s->fd, zero_page, MS_PAGE, (damaged->seq % 2) * MS_PAGE) ||
 		    ms_sys.fdatasync(s->fd)) {
 			rc = err_errno(MS_EIO, errno, "erase the damaged meta page of %s", s->path);
 			return rc;

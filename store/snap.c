@@ -9,7 +9,7 @@
 
 void snap_from_meta(struct snap *st, const struct disk_meta *m)
 {
-	st->txnid = m->txnid;
+	st->seq = m->seq;
 	st->commit_id = m->commit_id;
 	st->root = m->root;
 	st->objects = m->objects;
@@ -18,7 +18,7 @@ void snap_from_meta(struct snap *st, const struct disk_meta *m)
 	st->node_bytes = m->node_bytes;
 	st->heap_end = m->heap_end;
 	st->flags = m->flags;
-	bool ckpt = m->ckpt_off && m->ckpt_txnid == m->txnid;
+	bool ckpt = m->ckpt_off && m->ckpt_seq == m->seq;
 	st->ckpt_off = ckpt ? m->ckpt_off : 0;
 	st->ckpt_len = ckpt ? m->ckpt_len : 0;
 }
@@ -35,7 +35,7 @@ static bool meta_record_mismatch(ms_store *s, int page, const struct disk_meta *
 int snap_read(ms_store *s, uint64_t t, struct snap *out)
 {
 	pthread_mutex_lock(&s->lock);
-	if (t && s->cur.txnid == t) {
+	if (t && s->cur.seq == t) {
 		*out = s->cur;
 		pthread_mutex_unlock(&s->lock);
 		return 0;
@@ -52,12 +52,12 @@ int snap_read(ms_store *s, uint64_t t, struct snap *out)
 	bool ok[2];
 	for (int i = 0; i < 2; i++) {
 		const char *why;
-		ok[i] = meta_check(&m[i], fsize, &why) == 0 && m[i].txnid % 2 == (uint64_t)i &&
+		ok[i] = meta_check(&m[i], fsize, &why) == 0 && m[i].seq % 2 == (uint64_t)i &&
 		        m[i].hash_seed == s->hash_seed;
 	}
 	if (t) /* that commit's page, or none */
 		for (int i = 0; i < 2; i++)
-			ok[i] = ok[i] && m[i].txnid == t;
+			ok[i] = ok[i] && m[i].seq == t;
 	int best;
 	for (;;) {
 		int order[2];
@@ -71,14 +71,14 @@ int snap_read(ms_store *s, uint64_t t, struct snap *out)
 		 * published: then its sync finished, and a block that no longer matches is damage, for
 		 * the checksums to report, not a commit to take back. An unpublished one that does not
 		 * match is a commit a crash cut short. */
-		if (t || !m[best].rec_count || (s->lf && m[best].txnid <= atomic_load(&s->lf->txnid)) ||
+		if (t || !m[best].rec_count || (s->lf && m[best].seq <= atomic_load(&s->lf->seq)) ||
 		    !meta_record_mismatch(s, best, &m[best]))
 			break;
 		ok[best] = false;
 	}
 	snap_from_meta(out, &m[best]);
 	pthread_mutex_lock(&s->lock);
-	if (out->txnid > s->cur.txnid)
+	if (out->seq > s->cur.seq)
 		s->cur = *out;
 	pthread_mutex_unlock(&s->lock);
 	return 0;

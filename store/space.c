@@ -121,7 +121,7 @@ static void quar_advance_locked(ms_store *s)
 int space_sync_point(ms_store *s, const char *what)
 {
 	pthread_mutex_lock(&s->lock);
-	uint64_t gen = ++s->sync_gen, txnid = s->cur.txnid;
+	uint64_t gen = ++s->sync_gen, seq = s->cur.seq;
 	pthread_mutex_unlock(&s->lock);
 	if (ms_sys.fdatasync(s->fd)) {
 		int e = errno;
@@ -130,8 +130,8 @@ int space_sync_point(ms_store *s, const char *what)
 		                 what);
 	}
 	pthread_mutex_lock(&s->lock);
-	if (txnid > s->synced_txnid)
-		s->synced_txnid = txnid;
+	if (seq > s->synced_seq)
+		s->synced_seq = seq;
 	if (gen > s->synced_gen)
 		s->synced_gen = gen;
 	pthread_mutex_unlock(&s->lock);
@@ -146,7 +146,7 @@ void space_release_pending(ms_store *s)
 	if (nosync)
 		quar_advance_locked(s);
 	/* Blocks freed by commit N are visible to snapshots older than N only. */
-	while (s->pending && s->pending->txnid <= oldest) {
+	while (s->pending && s->pending->seq <= oldest) {
 		struct pending *p = s->pending;
 		s->pending = p->next;
 		if (!s->pending)
@@ -355,7 +355,7 @@ void space_audit(ms_store *s, const char *where)
 	if (!s->alloc)
 		return;
 	pthread_mutex_lock(&s->lock);
-	bool current = s->alloc_txnid == s->cur.txnid && !s->alloc_distrust;
+	bool current = s->alloc_seq == s->cur.seq && !s->alloc_distrust;
 	uint64_t tree = s->cur.obj_bytes + s->cur.node_bytes, pinned = s->pinned_bytes, quar = s->quar_bytes;
 	uint64_t ckpt = s->cur.ckpt_off ? alloc_round(s->cur.ckpt_len) : 0;
 	pthread_mutex_unlock(&s->lock);

@@ -37,7 +37,7 @@ int ms_stat(ms_store *s, ms_stats *st)
 	struct snap newest;
 	if (snap_read(s, 0, &newest) == 0) { /* another process may have committed */
 		pthread_mutex_lock(&s->lock);
-		if (newest.txnid > s->cur.txnid)
+		if (newest.seq > s->cur.seq)
 			s->cur = newest;
 		pthread_mutex_unlock(&s->lock);
 	}

@@ -55,7 +55,7 @@ static int create_file(const char *path, unsigned mode)
 		goto fail;
 	}
 	struct snap empty = { .heap_end = NEW_STORE_BYTES };
-	struct snap empty1 = { .txnid = 1, .heap_end = NEW_STORE_BYTES };
+	struct snap empty1 = { .seq = 1, .heap_end = NEW_STORE_BYTES };
 	if (meta_write(fd, &empty, seed, created, NULL, NULL, 0) || meta_write(fd, &empty1, seed, created, NULL, NULL, 0) ||
 	    ms_sys.fdatasync(fd)) {
 		e = errno;
@@ -227,10 +227,10 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	if (s->alloc && !ckpt_used)
 		s->cur.ckpt_off = s->cur.ckpt_len = 0; /* not loaded: not booked, so nothing to release */
 	if (first)
-		atomic_store(&s->lf->txnid, s->cur.txnid);
-	s->synced_txnid = s->cur.txnid;
+		atomic_store(&s->lf->seq, s->cur.seq);
+	s->synced_seq = s->cur.seq;
 	if (s->alloc) {
-		s->alloc_txnid = chosen->txnid;
+		s->alloc_seq = chosen->seq;
 		s->ckpt_on_disk = ckpt_used;
 		s->file_size = region_end < chosen->heap_end ? chosen->heap_end : region_end;
 		/* Whoever wrote the file last may have left stale blocks in free space (an unclean end,
@@ -302,7 +302,7 @@ static int write_checkpoint(ms_store *s)
 	memcpy(s->base + off, buf, cap);
 	free(buf);
 	struct snap st = s->cur;
-	st.txnid++;
+	st.seq++;
 	st.heap_end = s->file_size;
 	st.flags = 0;
 	uint64_t h = blob_hash(s->base + off, cap);
@@ -312,11 +312,11 @@ static int write_checkpoint(ms_store *s)
 		return err_errno(MS_EIO, errno, "write meta page of %s", s->path);
 	if (ms_sys.fdatasync(s->fd))
 		return err_errno(MS_EIO, errno, "fdatasync %s (close)", s->path);
-	readers_note_commit(s, st.txnid, 0);
+	readers_note_commit(s, st.seq, 0);
 	st.ckpt_off = off;
 	st.ckpt_len = cap;
 	s->cur = st;
-	s->alloc_txnid = st.txnid;
+	s->alloc_seq = st.seq;
 	s->ckpt_on_disk = true;
 	return 0;
 }

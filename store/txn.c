@@ -54,7 +54,7 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 		 * that scans the table after our store sees us and keeps what we may read; one that
 		 * committed before it makes us try again (seq_cst on both sides, Dekker-style). */
 		for (unsigned tries = 0;; tries++) {
-			uint64_t id = atomic_load(&s->lf->txnid);
+			uint64_t id = atomic_load(&s->lf->seq);
 			rc = snap_read(s, id, &t->snap);
 			if (rc == MS_NOTFOUND) {
 				/* A MS_NOSYNC commit (of any process) may overwrite the newest meta's page
@@ -65,16 +65,16 @@ int ms_txn_begin(ms_store *s, unsigned flags, ms_txn **out)
 				 * sync follows). A durable commit's meta is never taken this way: its
 				 * sync may still fail and take it back. */
 				struct snap sn;
-				if (snap_read(s, 0, &sn) == 0 && sn.txnid > id && (sn.flags & MS_META_NOSYNC)) {
+				if (snap_read(s, 0, &sn) == 0 && sn.seq > id && (sn.flags & MS_META_NOSYNC)) {
 					t->snap = sn;
 					rc = 0;
 				}
 			}
 			if (rc == 0) {
 				readers_publish(t->slot, &t->snap);
-				if (atomic_load(&s->lf->txnid) <= t->snap.txnid) /* == id unless taken above */
+				if (atomic_load(&s->lf->seq) <= t->snap.seq)     /* == id unless taken above */
 					break;
-				atomic_store(&t->slot->txnid, 0);
+				atomic_store(&t->slot->seq, 0);
 			} else if (rc != MS_NOTFOUND || tries > 1000) {
 				readers_release(t->slot);
 				free(t);
@@ -275,7 +275,7 @@ int ms_txn_commit(ms_txn *t)
 		next.ckpt_off = next.ckpt_len = 0;
 	}
 	/* t->snap began as the newest commit, and the writer lock kept it the newest. */
-	next.txnid = t->snap.txnid + 1;
+	next.seq = t->snap.seq + 1;
 	next.commit_id = t->snap.commit_id + 1;
 	next.heap_end = s->file_size;
 	next.flags = (s->flags & MS_NOSYNC) ? MS_META_NOSYNC : 0;
@@ -296,7 +296,7 @@ int ms_txn_commit(ms_txn *t)
 	 * which that sync left intact on the disk. Otherwise (the first commit since open, one over
 	 * another process's commit, or one too large to list) the data is synced before the meta. */
 	struct disk_rec rec[MS_REC_MAX];
-	uint64_t n_rec = durable && t->snap.txnid == s->durable_txnid ? txn_record(t, rec) : 0;
+	uint64_t n_rec = durable && t->snap.seq == s->durable_seq ? txn_record(t, rec) : 0;
 	if (durable && !n_rec && (rc = store_sync(s, "commit data")))
 		goto discard;
 	if (map_faulted(s)) {
@@ -306,19 +306,19 @@ int ms_txn_commit(ms_txn *t)
 	if (!durable) {
 		/* No sync may run while the meta page is written and published: it must know which
 		 * meta its fdatasync made durable. The synced meta's page is kept until the next sync
-		 * (a commit takes txnid + 2 to stay on the other page), so a crash before that sync
+		 * (a commit takes seq + 2 to stay on the other page), so a crash before that sync
 		 * still finds it, whole. */
 		pthread_mutex_lock(&s->synclock);
 		synclocked = true;
 		if (space_quar_full(s) && (rc = space_sync_point(s, "quarantine")))
 			goto discard;
 		pthread_mutex_lock(&s->lock);
-		next.txnid = t->snap.txnid + (t->snap.txnid == s->synced_txnid ? 1 : 2);
+		next.seq = t->snap.seq + (t->snap.seq == s->synced_seq ? 1 : 2);
 		pthread_mutex_unlock(&s->lock);
 	}
 	/* The page the new meta overwrites, so a failed meta sync can take the commit back (below). */
 	uint8_t prev[MS_PAGE]; /* with its record */
-	bool have_prev = durable && sys_pread_full(s->fd, prev, sizeof prev, (next.txnid % 2) * MS_PAGE) == 0;
+	bool have_prev = durable && sys_pread_full(s->fd, prev, sizeof prev, (next.seq % 2) * MS_PAGE) == 0;
 	if (meta_write(s->fd, &next, s->hash_seed, s->created, NULL, rec, n_rec)) {
 		rc = err_errno(MS_EIO, errno, "write meta page of %s", s->path);
 		s->failed = MS_EIO;
@@ -328,25 +328,25 @@ int ms_txn_commit(ms_txn *t)
 		/* MS_EIO says nothing of t is committed: put the previous meta back, so neither a reopen
 		 * nor another process's writer builds on a commit whose durability is unknown. */
 		if (have_prev)
-			sys_pwrite_full(s->fd, prev, sizeof prev, (next.txnid % 2) * MS_PAGE);
+			sys_pwrite_full(s->fd, prev, sizeof prev, (next.seq % 2) * MS_PAGE);
 		goto discard;
 	}
 
 	if (p) {
-		p->txnid = next.txnid;
+		p->seq = next.seq;
 		p->blocks = t->freed;
 		memset(&t->freed, 0, sizeof t->freed);
 		for (size_t i = 0; i < p->blocks.len; i++)
 			p->bytes += alloc_round(p->blocks.v[i].size);
 	}
-	readers_note_commit(s, next.txnid, p ? p->bytes : 0);
-	s->alloc_txnid = next.txnid;
+	readers_note_commit(s, next.seq, p ? p->bytes : 0);
+	s->alloc_seq = next.seq;
 	if (durable)
-		s->durable_txnid = next.txnid;
+		s->durable_seq = next.seq;
 	pthread_mutex_lock(&s->lock);
 	s->cur = next;
 	if (durable)
-		s->synced_txnid = next.txnid;
+		s->synced_seq = next.seq;
 	if (p) {
 		if (s->pending_tail)
 			s->pending_tail->next = p;

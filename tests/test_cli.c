@@ -1059,7 +1059,7 @@ static struct disk_meta *img_meta(struct img *im, unsigned page)
 /* The newest meta page (both are valid in the stores these tests make). */
 static struct disk_meta *img_newest(struct img *im)
 {
-	return img_meta(im, img_meta(im, 0)->txnid > img_meta(im, 1)->txnid ? 0 : 1);
+	return img_meta(im, img_meta(im, 0)->seq > img_meta(im, 1)->seq ? 0 : 1);
 }
 
 static void meta_rehash(struct disk_meta *m)
@@ -1072,7 +1072,7 @@ static void img_drop_checkpoints(struct img *im)
 {
 	for (unsigned i = 0; i < 2; i++) {
 		struct disk_meta *m = img_meta(im, i);
-		m->ckpt_off = m->ckpt_len = m->ckpt_txnid = m->ckpt_hash = 0;
+		m->ckpt_off = m->ckpt_len = m->ckpt_seq = m->ckpt_hash = 0;
 		meta_rehash(m);
 	}
 }
@@ -1271,7 +1271,7 @@ static void dmg_checkpoint_checksum(struct img *im)
 {
 	struct disk_meta *m = img_newest(im);
 
-	cr_assert(m->ckpt_off && m->ckpt_txnid == m->txnid, "a clean close leaves a checkpoint");
+	cr_assert(m->ckpt_off && m->ckpt_seq == m->seq, "a clean close leaves a checkpoint");
 	im->b[m->ckpt_off + 12] ^= 1;
 }
 

@@ -852,8 +852,8 @@ Test(hostile, checkpoint_that_books_a_live_block_as_free_is_rebuilt_not_a_crash)
 	unsigned char *img = tu_read_file(p, &len);
 	cr_assert_not_null(img);
 	struct disk_meta *m0 = (struct disk_meta *)img, *m1 = (struct disk_meta *)(img + MS_PAGE);
-	struct disk_meta *m = m0->txnid > m1->txnid ? m0 : m1;
-	cr_assert(m->ckpt_off && m->ckpt_txnid == m->txnid, "a clean close leaves a checkpoint");
+	struct disk_meta *m = m0->seq > m1->seq ? m0 : m1;
+	cr_assert(m->ckpt_off && m->ckpt_seq == m->seq, "a clean close leaves a checkpoint");
 	uint64_t blen, other;
 	memcpy(&blen, img + m->ckpt_off, 8);
 	struct alloc *a;

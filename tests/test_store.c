@@ -51,7 +51,7 @@ static void newest_meta(const char *path, struct disk_meta *out)
 	struct disk_meta m[2];
 	read_meta(path, 0, &m[0]);
 	read_meta(path, 1, &m[1]);
-	*out = m[0].txnid > m[1].txnid ? m[0] : m[1];
+	*out = m[0].seq > m[1].seq ? m[0] : m[1];
 }
 
 static void flip_byte(const char *path, uint64_t off)
@@ -134,7 +134,7 @@ Test(checkpoint, damaged_checkpoint_is_rebuilt_and_commits_go_on)
 	tu_close(s);
 	struct disk_meta m;
 	newest_meta(p, &m);
-	cr_assert(m.ckpt_off && m.ckpt_txnid == m.txnid, "a clean close leaves a checkpoint");
+	cr_assert(m.ckpt_off && m.ckpt_seq == m.seq, "a clean close leaves a checkpoint");
 	flip_byte(p, m.ckpt_off + 20);
 	for (int round = 0; round < 3; round++) {
 		s = tu_open(p, 0, 0);
@@ -170,7 +170,7 @@ Test(checkpoint, aborted_transaction_leaves_the_checkpoint_intact)
 	tu_check_sound(p);
 	struct disk_meta m;
 	newest_meta(p, &m);
-	cr_assert(m.ckpt_off && m.ckpt_txnid == m.txnid);
+	cr_assert(m.ckpt_off && m.ckpt_seq == m.seq);
 }
 
 /* The memo of verified nodes must not hide a node rewritten at the same offset: churn reuses freed
@@ -451,7 +451,7 @@ Test(record, a_commit_whose_listed_block_does_not_match_gives_way_to_the_one_bef
 	int newest = -1;
 	for (int i = 0; i < 2; i++) {
 		read_record(crash, i, &m[i], rec);
-		if (newest < 0 || m[i].txnid > m[newest].txnid)
+		if (newest < 0 || m[i].seq > m[newest].seq)
 			newest = i;
 	}
 	read_record(crash, newest, &m[newest], rec);
@@ -518,7 +518,7 @@ Test(record, a_published_commit_is_never_taken_back_for_a_damaged_block)
 	struct disk_rec rec[MS_REC_MAX];
 	read_record(p, 0, &m[0], rec);
 	read_record(p, 1, &m[1], rec);
-	int newest = m[0].txnid > m[1].txnid ? 0 : 1;
+	int newest = m[0].seq > m[1].seq ? 0 : 1;
 	read_record(p, newest, &m[newest], rec);
 	cr_assert_gt(m[newest].rec_count, 0);
 	/* Damage the object "two" (the listed block that is an object: its key follows the header). */
@@ -533,7 +533,7 @@ Test(record, a_published_commit_is_never_taken_back_for_a_damaged_block)
 	tu_puts(b, "three", "third value");
 	struct disk_meta e;
 	read_meta(p, newest, &e);
-	cr_assert_eq(e.txnid, m[newest].txnid, "the published commit's meta page was erased");
+	cr_assert_eq(e.seq, m[newest].seq, "the published commit's meta page was erased");
 	cr_assert_eq(e.commit_id, m[newest].commit_id);
 	tu_expect_str(b, "one", "first value");
 	tu_expect_str(b, "three", "third value");

@@ -74,7 +74,7 @@ static void create(size_t heap_bytes)
 		m.magic = MS_MAGIC;
 		m.version = MS_FORMAT_VERSION;
 		m.page_size = MS_PAGE;
-		m.txnid = i;
+		m.seq = i;
 		m.heap_end = len;
 		m.hash_seed = SEED;
 		m.created = CREATED;
@@ -202,7 +202,7 @@ static size_t compact(uint8_t **imgp, size_t len)
 		if (m->root)
 			m->root = moved_ent(&mv, m->root);
 		m->heap_end = end;
-		m->ckpt_off = m->ckpt_len = m->ckpt_txnid = m->ckpt_hash = 0;
+		m->ckpt_off = m->ckpt_len = m->ckpt_seq = m->ckpt_hash = 0;
 		if (m->rec_count) { /* the record again, over the moved blocks */
 			struct disk_rec *rec = (struct disk_rec *)(out + i * MS_PAGE + sizeof *m);
 			uint64_t n = 0;
