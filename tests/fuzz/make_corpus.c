@@ -69,16 +69,9 @@ static void create(size_t heap_bytes)
 	size_t len = MS_HEAP_START + heap_bytes;
 	uint8_t *img = calloc(1, len);
 	for (unsigned i = 0; i < 2; i++) {
+		struct snap empty = { .seq = i, .heap_end = len };
 		struct disk_meta m;
-		memset(&m, 0, sizeof m);
-		m.magic = MS_MAGIC;
-		m.version = MS_FORMAT_VERSION;
-		m.page_size = MS_PAGE;
-		m.seq = i;
-		m.heap_end = len;
-		m.hash_seed = SEED;
-		m.created = CREATED;
-		m.hash = meta_hash(&m);
+		meta_build(&m, &empty, SEED, CREATED, NULL, NULL, 0);
 		memcpy(img + i * MS_PAGE, &m, sizeof m);
 	}
 	FILE *f = fopen(scratch, "wb");
