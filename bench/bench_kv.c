@@ -122,22 +122,6 @@ static inline int check_val(uint64_t i, uint32_t gen, size_t want_len, const voi
 	return load64(d) == val_head(i, gen) && load64(d + len - 8) == val_tail(i, gen);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-static double median(const double *v, int n)
-{
-	double t[64];
-	if (n <= 0)
-		return 0;
-	if (n > 64)
-		n = 64;
-	memcpy(t, v, sizeof(double) * (size_t)n);
-	qsort(t, (size_t)n, sizeof(double), cmp_double);
-	return (n & 1) ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 /* nearest-rank percentile of a sorted array */
 static double pct_sorted(const double *v, size_t n, double p)
 {
@@ -151,31 +135,6 @@ static double pct_sorted(const double *v, size_t n, double p)
 	return v[r - 1];
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	if (remove(path) != 0 && errno != ENOENT)
-		fprintf(stderr, "ms_bench_kv: remove %s: %s\n", path, strerror(errno));
-	return 0;
-}
-static void rm_rf(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) != 0)
-		return;
-	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh, empty subdirectory dir/name for one store (each engine's files live in their own). */
-static void fresh_dir(char *out, size_t cap, const char *dir, const char *name)
-{
-	snprintf(out, cap, "%s/%s", dir, name);
-	rm_rf(out);
-	if (mkdir(out, 0700) != 0)
-		die("mkdir %s: %s", out, strerror(errno));
-}
 
 static uint64_t file_size(const char *path, uint64_t *alloc_bytes)
 {

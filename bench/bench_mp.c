@@ -92,45 +92,7 @@ static inline int check_val(uint64_t i, const void *data, size_t len)
 	return load64(d + VALLEN - 8) == val_tail(i, (uint32_t)(h >> 48));
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return (x > y) - (x < y);
-}
-static double median(const double *v, int n)
-{
-	double t[MAXRUNS];
-	if (n <= 0)
-		return 0;
-	memcpy(t, v, sizeof(double) * (size_t)n);
-	qsort(t, (size_t)n, sizeof(double), cmp_double);
-	return (n & 1) ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	if (remove(path) != 0 && errno != ENOENT)
-		fprintf(stderr, "ms_bench_mp: remove %s: %s\n", path, strerror(errno));
-	return 0;
-}
-static void rm_rf(const char *path)
-{
-	struct stat st;
-	if (lstat(path, &st) != 0)
-		return;
-	nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void fresh_dir(char *out, size_t cap, const char *dir, const char *name)
-{
-	snprintf(out, cap, "%s/%s", dir, name);
-	rm_rf(out);
-	if (mkdir(out, 0700) != 0)
-		die("mkdir %s: %s", out, strerror(errno));
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* configuration */

@@ -125,6 +125,28 @@ static int open_fd(ms_store *s, const ms_options *o)
 	}
 }
 
+/* Everything a handle holds, let go (a failed open's partial handle too, whose error stays the one
+ * reported: report is false): MS_EIO when closing the file fails. */
+static int store_free(ms_store *s, bool report)
+{
+	int rc = 0;
+	if (s->alloc)
+		alloc_destroy(s->alloc);
+	space_drop_pending(s);
+	map_close(s);
+	readers_close(s);
+	if (s->fd >= 0 && ms_sys.close(s->fd) && report)
+		rc = err_errno(MS_EIO, errno, "close %s", s->path);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->maplock);
+	pthread_mutex_destroy(&s->synclock);
+	space_quar_drop(s);
+	free(s->path);
+	free(s);
+	return rc;
+}
+
 int ms_open(const char *path, const ms_options *opt, ms_store **out)
 {
 	static const ms_options defaults;
@@ -243,19 +265,7 @@ int ms_open(const char *path, const ms_options *opt, ms_store **out)
 	*out = s;
 	return 0;
 fail:
-	if (s->alloc)
-		alloc_destroy(s->alloc);
-	map_close(s);
-	readers_close(s);
-	if (s->fd >= 0)
-		ms_sys.close(s->fd);
-	pthread_mutex_destroy(&s->wlock);
-	pthread_mutex_destroy(&s->lock);
-	pthread_mutex_destroy(&s->maplock);
-	pthread_mutex_destroy(&s->synclock);
-	space_quar_drop(s);
-	free(s->path);
-	free(s);
+	store_free(s, false);
 	return rc;
 }
 
@@ -339,21 +349,8 @@ int ms_close(ms_store *s)
 		}
 		readers_unlock_writer(s);
 	}
-	if (s->alloc)
-		alloc_destroy(s->alloc);
-	space_drop_pending(s);
-	map_close(s);
-	readers_close(s);
-	if (s->fd >= 0 && ms_sys.close(s->fd) && !rc)
-		rc = err_errno(MS_EIO, errno, "close %s", s->path);
-	pthread_mutex_destroy(&s->wlock);
-	pthread_mutex_destroy(&s->lock);
-	pthread_mutex_destroy(&s->maplock);
-	pthread_mutex_destroy(&s->synclock);
-	space_quar_drop(s);
-	free(s->path);
-	free(s);
-	return rc;
+	int crc = store_free(s, !rc);
+	return rc ? rc : crc;
 }
 
 int ms_sync(ms_store *s)

@@ -49,11 +49,11 @@ static int sys_fcntl_lock(int fd, int cmd, struct flock *fl) { return fcntl(fd, 
 const struct ms_sys ms_sys_default = SYS_DEFAULTS;
 struct ms_sys ms_sys = SYS_DEFAULTS;
 
-int sys_pread_full(int fd, void *buf, size_t len, uint64_t off)
+/* pread or pwrite until all of len is done (EINTR retried; 0 bytes is EIO). */
+static int full_io(int fd, uint8_t *p, size_t len, uint64_t off, bool write)
 {
-	uint8_t *p = buf;
 	while (len) {
-		ssize_t r = ms_sys.pread(fd, p, len, (off_t)off);
+		ssize_t r = write ? ms_sys.pwrite(fd, p, len, (off_t)off) : ms_sys.pread(fd, p, len, (off_t)off);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
@@ -66,19 +66,9 @@ int sys_pread_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+int sys_pread_full(int fd, void *buf, size_t len, uint64_t off) { return full_io(fd, buf, len, off, false); }
+
 int sys_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 {
-	const uint8_t *p = buf;
-	while (len) {
-		ssize_t r = ms_sys.pwrite(fd, p, len, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			if (r == 0)
-				errno = EIO;
-			return -1;
-		}
-		p += r, len -= (size_t)r, off += (uint64_t)r;
-	}
-	return 0;
+	return full_io(fd, (uint8_t *)(uintptr_t)buf, len, off, true); /* only written from */
 }
