@@ -220,7 +220,7 @@ static uint64_t txn_record(const struct ms_txn *t, struct disk_rec *rec)
 }
 
 /* A failed sync is never retried: the pages it covered may be gone from the cache (fsyncgate). */
-static int store_sync(ms_store *s, const char *what)
+static int txn_sync(ms_store *s, const char *what)
 {
 	if (ms_sys.fdatasync(s->fd) == 0)
 		return 0;
@@ -297,7 +297,7 @@ int ms_txn_commit(ms_txn *t)
 	 * another process's commit, or one too large to list) the data is synced before the meta. */
 	struct disk_rec rec[MS_REC_MAX];
 	uint64_t n_rec = durable && t->snap.seq == s->durable_seq ? txn_record(t, rec) : 0;
-	if (durable && !n_rec && (rc = store_sync(s, "commit data")))
+	if (durable && !n_rec && (rc = txn_sync(s, "commit data")))
 		goto discard;
 	if (map_faulted(s)) {
 		rc = map_fault_error(s);
@@ -324,7 +324,7 @@ int ms_txn_commit(ms_txn *t)
 		s->failed = MS_EIO;
 		goto discard;
 	}
-	if (durable && (rc = store_sync(s, "commit meta"))) {
+	if (durable && (rc = txn_sync(s, "commit meta"))) {
 		/* MS_EIO says nothing of t is committed: put the previous meta back, so neither a reopen
 		 * nor another process's writer builds on a commit whose durability is unknown. */
 		if (have_prev)
@@ -373,7 +373,7 @@ discard:
 
 /* ---- operations ---- */
 
-static int check_key(const void *key, size_t klen)
+static int txn_key_check(const void *key, size_t klen)
 {
 	if (!key || klen == 0 || klen > MS_MAXKEY)
 		return err_set(MS_EINVAL, "key must be 1 to %u bytes (got %zu)", MS_MAXKEY, key ? klen : 0);
@@ -384,7 +384,7 @@ int ms_txn_get(ms_txn *t, const void *key, size_t klen, ms_val *val)
 {
 	if (!t || !val)
 		return err_set(MS_EINVAL, "ms_txn_get: NULL argument");
-	int rc = check_key(key, klen);
+	int rc = txn_key_check(key, klen);
 	if (rc)
 		return rc;
 	if (map_faulted(t->s))
@@ -412,7 +412,7 @@ static int write_op(ms_txn *t, const void *key, size_t klen, size_t vlen, const 
 		return err_set(MS_EINVAL, "NULL transaction");
 	if (t->rdonly)
 		return err_set(MS_ERDONLY, "%s: write in a read-only transaction", t->s->path);
-	int rc = check_key(key, klen);
+	int rc = txn_key_check(key, klen);
 	if (rc)
 		return rc;
 	if (vlen > MS_VLEN_MAX || (vlen && !val && !dst))
@@ -446,7 +446,7 @@ int ms_txn_del(ms_txn *t, const void *key, size_t klen)
 		return err_set(MS_EINVAL, "NULL transaction");
 	if (t->rdonly)
 		return err_set(MS_ERDONLY, "%s: delete in a read-only transaction", t->s->path);
-	int rc = check_key(key, klen);
+	int rc = txn_key_check(key, klen);
 	if (rc)
 		return rc;
 	if (map_faulted(t->s))
