@@ -374,17 +374,18 @@ Test(multiproc, growth_by_one_process_is_read_by_another_without_reopening)
 
 /* ---- opening and writing beside another process ---------------------------------------------------- */
 
-Test(multiproc, a_second_process_opens_and_writes_a_store_another_process_writes)
+/* This process opens for writing, reads and commits while process A has the store open (read-only when
+ * a_readonly); afterwards the commit is there and the store is sound. */
+static void write_beside(bool a_readonly)
 {
-	/* mstore.h: "any number of processes may open the same store; write transactions of all of
-	 * them take turns". */
 	const char *p = tu_path("s.ms");
 	ms_store *s = tu_create(p);
 	tu_puts(s, "k", "v");
 	tu_close(s);
 	struct proc a;
-	proc_start(&a, "process A (has the store open for writing)");
-	proc_ok(&a, "open %s", p);
+	proc_start(&a, a_readonly ? "process A (has the store open read-only)"
+	                          : "process A (has the store open for writing)");
+	proc_ok(&a, a_readonly ? "open %s readonly" : "open %s", p);
 	ms_options o = { 0 };
 	s = NULL;
 	int rc = ms_open(p, &o, &s);
@@ -394,37 +395,25 @@ Test(multiproc, a_second_process_opens_and_writes_a_store_another_process_writes
 		tu_close(s);
 	}
 	proc_quit(&a);
-	cr_assert_eq(rc, 0, "ms_open while another process has the store open for writing = %d (%s)", rc,
-		     ms_strerror(rc));
-	s = tu_open(p, 0, 0);
+	cr_assert_eq(rc, 0, "ms_open for writing while another process has the store open%s = %d (%s)",
+		     a_readonly ? " read-only" : " for writing", rc, ms_strerror(rc));
+	s = tu_open(p, MS_READONLY, 0);
 	tu_expect_str(s, "mine", "1");
 	tu_close(s);
 	tu_check_sound(p);
 }
 
+Test(multiproc, a_second_process_opens_and_writes_a_store_another_process_writes)
+{
+	/* mstore.h: "any number of processes may open the same store; write transactions of all of
+	 * them take turns". */
+	write_beside(false);
+}
+
 Test(multiproc, a_reading_process_does_not_keep_writers_out)
 {
 	/* "Many processes may open the same store at once; readers never block" (design brief). */
-	const char *p = tu_path("s.ms");
-	ms_store *s = tu_create(p);
-	tu_puts(s, "k", "v");
-	tu_close(s);
-	struct proc a;
-	proc_start(&a, "process A (has the store open read-only)");
-	proc_ok(&a, "open %s readonly", p);
-	ms_options o = { 0 };
-	s = NULL;
-	int rc = ms_open(p, &o, &s);
-	if (rc == 0) {
-		tu_puts(s, "k2", "v2");
-		tu_close(s);
-	}
-	proc_quit(&a);
-	cr_assert_eq(rc, 0, "ms_open for writing while another process has it open read-only = %d (%s)", rc,
-		     ms_strerror(rc));
-	s = tu_open(p, MS_READONLY, 0);
-	tu_expect_str(s, "k2", "v2");
-	tu_close(s);
+	write_beside(true);
 }
 
 Test(multiproc, a_writer_that_reopens_beside_another_process_keeps_the_store_sound)
