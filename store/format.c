@@ -32,6 +32,8 @@ int meta_check(const struct disk_meta *m, uint64_t file_size, const char **why)
 		return *why = "format version 0", MS_ECORRUPT;
 	if (m->page_size != MS_PAGE)
 		return *why = "unsupported page size", MS_ECORRUPT;
+	if (m->seq >= MS_SEQ_LIMIT) /* a commit adds 1 or 2: near 2^64 it would wrap to an older one */
+		return *why = "meta sequence out of range", MS_ECORRUPT;
 	if (m->heap_end < MS_HEAP_START || (m->heap_end & (MS_ALIGN - 1)) || m->heap_end >= MS_OFF_LIMIT)
 		return *why = "heap end out of range", MS_ECORRUPT;
 	if (m->heap_end > file_size)

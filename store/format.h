@@ -65,8 +65,9 @@
  *   8   vlen_flags   8  bits 0..47 value length, bits 48..63 flags (none defined yet; must be 0)
  *
  * Invariants
- *   I1  A meta is valid when its hash matches, magic, version <= MS_FORMAT_VERSION, page size, and all
- *       of its offsets lie within [MS_HEAP_START, heap_end) and heap_end <= file size.
+ *   I1  A meta is valid when its hash matches, magic, version <= MS_FORMAT_VERSION, page size, seq <
+ *       MS_SEQ_LIMIT (2^62), and all of its offsets lie within [MS_HEAP_START, heap_end) and
+ *       heap_end <= file size.
  *   I2  Open uses the valid meta with the highest seq whose commit record (if any) matches the
  *       blocks it lists; the two pages hold sequences of different parity (a commit with id t writes
  *       page t % 2), so a torn write can only lose the newer one. A meta with a record is written
@@ -98,6 +99,7 @@
 #define MS_FORMAT_VERSION 3u /* 2: buckets; 3: commit records; older files are read as they are */
 #define MS_PAGE 4096u
 #define MS_HEAP_START (2u * MS_PAGE)
+#define MS_SEQ_LIMIT (1ull << 62) /* a valid meta's seq is below this (I1) */
 #define MS_ALIGN 16u
 
 #define MS_FANOUT_BITS 5u

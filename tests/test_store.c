@@ -118,6 +118,13 @@ Test(format, meta_check_tells_damage_from_a_newer_version)
 	d.heap_end = (1u << 20) + MS_PAGE; /* longer than the file */
 	d.hash = meta_hash(&d);
 	cr_assert_eq(meta_check(&d, 1u << 20, &why), MS_ECORRUPT);
+	d = m;
+	d.seq = UINT64_MAX; /* a commit over it would wrap to seq 0 and lose to it (a fuzzing find) */
+	d.hash = meta_hash(&d);
+	cr_assert_eq(meta_check(&d, 1u << 20, &why), MS_ECORRUPT);
+	d.seq = MS_SEQ_LIMIT - 1;
+	d.hash = meta_hash(&d);
+	cr_assert_eq(meta_check(&d, 1u << 20, &why), 0, "%s", why);
 }
 
 /* A damaged checkpoint is a cache miss: the allocator is rebuilt from the index, and the first commit
