@@ -393,6 +393,16 @@ Test(faults, other_fallocate_errors_are_reported_and_the_store_stays_usable)
 	reopen_expect(p, &m, "after reopen");
 }
 
+/* A new store s (at p) takes a commit, and a reopen shows it. */
+static void commit_and_reopen(ms_store *s, const char *p, const char *what)
+{
+	struct model m = { 0 };
+	cr_assert_eq(put_i(s, 1, 10, 1), 0);
+	model_set(&m, 1, 10, 1);
+	tu_close(s);
+	reopen_expect(p, &m, what);
+}
+
 Test(faults, fallocate_failing_at_create_leaves_no_file)
 {
 	const char *p = tu_path("s.ms");
@@ -406,15 +416,12 @@ Test(faults, fallocate_failing_at_create_leaves_no_file)
 	cr_assert_eq(access(p, F_OK), -1, "a failed create left the store file");
 	expect_no_leftovers(NULL, "s.ms-lock");
 	fault_set(&f_falloc, 0, 0, 0);
-	struct model m = { 0 };
-	s = tu_open(p, MS_CREATE, 0);
-	cr_assert_eq(put_i(s, 1, 10, 1), 0);
-	model_set(&m, 1, 10, 1);
-	tu_close(s);
-	reopen_expect(p, &m, "created after the disk had room");
+	commit_and_reopen(tu_open(p, MS_CREATE, 0), p, "created after the disk had room");
 }
 
-Test(faults, ftruncate_failing_at_open_is_eio_and_changes_nothing)
+/* Open of the store with keys 0..9 while `f` fails every call with `err`: MS_EIO (naming the file),
+ * no handle, the store file unchanged, and it opens again once the call works. */
+static void open_fails_on(struct fault *f, int err, const char *what)
 {
 	const char *p = tu_path("s.ms");
 	struct model m;
@@ -423,17 +430,25 @@ Test(faults, ftruncate_failing_at_open_is_eio_and_changes_nothing)
 	tu_close(s);
 	tu_image img;
 	cr_assert(tu_image_take(p, &img));
-	fault_set(&f_ftrunc, 0, -1, EIO);
+	fault_set(f, 0, -1, err);
 	ms_options o = { 0 };
 	s = NULL;
 	int rc = ms_open(p, &o, &s);
-	cr_assert_eq(rc, MS_EIO, "open whose lock file cannot be sized = %d (%s)", rc, ms_strerror(rc));
+	cr_assert_eq(rc, MS_EIO, "open whose %s fails = %d (%s)", what, rc, ms_strerror(rc));
 	cr_assert_null(s);
-	cr_assert_gt(f_ftrunc.fired, 0);
+	cr_assert_gt(f->fired, 0, "open made no %s", what);
+	cr_assert(strstr(ms_last_error(), p) != NULL, "the error of a failed %s does not name the file: %s", what,
+		  ms_last_error());
 	const char *d = tu_image_diff(p, &img);
-	cr_assert_null(d, "the failed open changed the store: %s", d);
+	cr_assert_null(d, "the open whose %s failed changed the store: %s", what, d);
 	tu_image_free(&img);
+	fault_set(f, 0, 0, 0);
 	reopen_expect(p, &m, "after the failed open");
+}
+
+Test(faults, ftruncate_failing_at_open_is_eio_and_changes_nothing)
+{
+	open_fails_on(&f_ftrunc, EIO, "ftruncate of the lock file");
 }
 
 Test(faults, fallocate_failing_at_close_costs_only_the_checkpoint)
@@ -1489,33 +1504,6 @@ Test(faults, a_sigbus_outside_the_stores_mappings_still_kills)
 
 /* ---- 6. failed stat, rename, link and locks -------------------------------------------------------- */
 
-/* Open of the store with keys 0..9 while `f` fails every call with `err`: MS_EIO (naming the file),
- * no handle, the store file unchanged, and it opens again once the call works. */
-static void open_fails_on(struct fault *f, int err, const char *what)
-{
-	const char *p = tu_path("s.ms");
-	struct model m;
-	seam_on();
-	ms_store *s = ten_keys(p, &m, 0);
-	tu_close(s);
-	tu_image img;
-	cr_assert(tu_image_take(p, &img));
-	fault_set(f, 0, -1, err);
-	ms_options o = { 0 };
-	s = NULL;
-	int rc = ms_open(p, &o, &s);
-	cr_assert_eq(rc, MS_EIO, "open whose %s fails = %d (%s)", what, rc, ms_strerror(rc));
-	cr_assert_null(s);
-	cr_assert_gt(f->fired, 0, "open made no %s", what);
-	cr_assert(strstr(ms_last_error(), p) != NULL, "the error of a failed %s does not name the file: %s", what,
-		  ms_last_error());
-	const char *d = tu_image_diff(p, &img);
-	cr_assert_null(d, "the open whose %s failed changed the store: %s", what, d);
-	tu_image_free(&img);
-	fault_set(f, 0, 0, 0);
-	reopen_expect(p, &m, "after the failed open");
-}
-
 Test(faults, fstat_failing_at_open_is_eio_and_changes_nothing)
 {
 	open_fails_on(&f_fstat, EIO, "fstat");
@@ -1552,16 +1540,12 @@ static void create_renaming(int rename_err, int link_err, int want)
 	expect_no_leftovers(NULL, NULL);
 	fault_set(&f_rename, 0, 0, 0);
 	fault_set(&f_link, 0, 0, 0);
-	struct model m = { 0 };
 	if (rc) {
 		cr_assert_null(s);
 		cr_assert_eq(access(p, F_OK), -1, "a failed create left the store file");
 		s = tu_open(p, MS_CREATE, 0);
 	}
-	cr_assert_eq(put_i(s, 1, 10, 1), 0);
-	model_set(&m, 1, 10, 1);
-	tu_close(s);
-	reopen_expect(p, &m, "after the create");
+	commit_and_reopen(s, p, "after the create");
 }
 
 Test(faults, rename_failing_at_create_is_an_error_and_leaves_no_file)
